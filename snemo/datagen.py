@@ -1,0 +1,123 @@
+"""Shared command-line front of the toy generators: dataset layout, seeds, progress, atomic files.
+
+Both generators (``my_generator/my_generator.py`` and ``Generator/toyhaystack.py``) expose a
+function ``generate(n_events, n_tracks, rng, **options) -> EventBatch``; this module turns it into
+a dataset on disk laid out as the original: ``<out>/<N>/<name>_t<N>_<i>.root`` for N tracks and
+file number i. Each file's seed is derived from (seed, N, i), so any file can be regenerated alone
+and a dataset does not depend on the order in which files were made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from snemo.events import EventBatch, EventFileError, write_events
+
+GenerateFn = Callable[[int, int, np.random.Generator], EventBatch]
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def file_path(out, name: str, n_tracks: int, index: int) -> Path:
+    """Path of file ``index`` of the ``n_tracks`` set: ``<out>/<N>/<name>_t<N>_<index>.root``."""
+    return Path(out) / str(n_tracks) / f"{name}_t{n_tracks}_{index}.root"
+
+
+def file_rng(seed: int, n_tracks: int, index: int) -> np.random.Generator:
+    """The random generator of one file, derived from the dataset seed, the track count and the index."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(n_tracks), int(index)]))
+
+
+def generate_dataset(generate: GenerateFn, *, out, name: str, tracks=(1, 2, 3, 4), events_per_file: int = 1000,
+                     files: int = 1, first_file: int = 0, seed: int = 0, overwrite: bool = False,
+                     progress: bool = True) -> list[Path]:
+    """Generate ``files`` files of ``events_per_file`` events for every track count in ``tracks``.
+
+    Returns the paths written. Refuses to replace an existing file unless ``overwrite`` (the check
+    is done for every file before anything is generated, so a refused run writes nothing).
+    """
+    from tqdm import tqdm
+
+    if events_per_file <= 0 or files <= 0:
+        raise ValueError(f"events per file and files must be positive, got {events_per_file} and {files}")
+    jobs = [(n, i) for n in tracks for i in range(first_file, first_file + files)]
+    if not overwrite:
+        existing = [str(file_path(out, name, n, i)) for n, i in jobs if file_path(out, name, n, i).exists()]
+        if existing:
+            raise FileExistsError(f"{len(existing)} output file(s) exist, first {existing[0]}; "
+                                  "pass --overwrite to replace them")
+    written = []
+    with tqdm(total=len(jobs) * events_per_file, unit="ev", desc=f"{name}", disable=not progress,
+              file=sys.stderr) as bar:
+        for n, i in jobs:
+            batch = generate(events_per_file, n, file_rng(seed, n, i))
+            written.append(Path(write_events(file_path(out, name, n, i), batch, overwrite=overwrite)))
+            bar.update(events_per_file)
+    return written
+
+
+def add_generation_flags(parser: argparse.ArgumentParser, *, default_out: str, default_events: int = 10_000):
+    """Flags shared by the generator command lines."""
+    parser.add_argument("--events", type=int, default=default_events, help="events per file (default %(default)s)")
+    parser.add_argument("--tracks", type=int, nargs="+", default=[1, 2, 3, 4],
+                        help="numbers of tracks per event, one file set each (default 1 2 3 4)")
+    parser.add_argument("--files", type=int, default=1, help="files per number of tracks (default %(default)s)")
+    parser.add_argument("--first-file", type=int, default=0,
+                        help="index of the first file, e.g. the Slurm array task id (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default %(default)s)")
+    parser.add_argument("--out", default=default_out, help="output folder (default %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def run_generator_cli(generate_from_args: Callable[[argparse.Namespace], GenerateFn], parser: argparse.ArgumentParser,
+                      name: str, argv=None) -> int:
+    """Parse flags, generate the dataset, print one line per track count; exit status 2 on bad input."""
+    args = parser.parse_args(argv)
+    for n in args.tracks:
+        if not 1 <= n <= 4:
+            parser.error(f"--tracks takes numbers from 1 to 4, got {n}")
+    try:
+        generate = generate_from_args(args)
+        paths = generate_dataset(generate, out=args.out, name=name, tracks=args.tracks, events_per_file=args.events,
+                                 files=args.files, first_file=args.first_file, seed=args.seed,
+                                 overwrite=args.overwrite, progress=not args.quiet)
+    except (EventFileError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(paths)} file(s), {len(paths) * args.events} events, under {args.out}")
+    return 0
+
+
+def default_dataset(kind: str = "my_generator", *, events_per_file: int = 5000, files: int = 2, seed: int = 1,
+                    progress: bool = True) -> Path:
+    """Folder of the small built-in dataset of ``kind`` (``my_generator`` or ``toyhaystack``), generated on first use.
+
+    ``data/<kind>/<N>/...`` for N = 1..4 tracks, ``files`` x ``events_per_file`` events each. Files
+    that already exist are kept; missing ones are generated.
+    """
+    out = DATA_DIR / kind
+    if kind == "my_generator":
+        from my_generator.my_generator import generate
+        name = "my_generator"
+    elif kind == "toyhaystack":
+        from Generator.toyhaystack import generate
+        name = "toyhaystack"
+    else:
+        raise ValueError(f"unknown dataset kind '{kind}'; choose my_generator or toyhaystack")
+    for n in (1, 2, 3, 4):
+        for i in range(files):
+            if not file_path(out, name, n, i).exists():
+                generate_dataset(generate, out=out, name=name, tracks=(n,), events_per_file=events_per_file,
+                                 files=1, first_file=i, seed=seed, progress=progress)
+    return out
+
+
+if __name__ == "__main__":  # python -m snemo.datagen [my_generator|toyhaystack]: make the built-in dataset
+    print(default_dataset(sys.argv[1] if len(sys.argv) > 1 else "my_generator"))
