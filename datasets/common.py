@@ -1,0 +1,485 @@
+"""Shared tf.data machinery of the task loaders: reading, splits, shards, batching, streaming.
+
+A task (see :class:`Task`) says which branches it reads, which events carry a valid label, how
+events become examples (usually one example per event; the single-label calorimeter task makes one
+example per track) and how a batch of examples becomes NumPy ``(inputs, labels)``. This module does
+the rest, once for every task:
+
+* **Reading.** In memory (default): the needed branches of every file are read once into a compact
+  :class:`~snemo.events.EventBatch`; images are made batch by batch inside the pipeline, never all
+  at once (1M top views would be 8 GB). Streaming (``streaming=True``): files are read in chunks
+  of ``chunk_size`` events with :func:`snemo.events.iterate_events` inside a Python generator, so
+  peak memory is bounded by the chunk size whatever the number of files (plus 2 bytes of
+  bookkeeping per event). A first pass over ``grid_layer``, ``grid_column`` and ``track_split``
+  validates every file and counts the examples, so bad files and bad labels fail in the
+  constructor, and example counts are exact.
+* **Splits.** ``split_by="event"``: event (file, entry) goes to train / validation / test by a
+  deterministic hash of (seed, file name, entry) compared with the cumulative fractions, so the
+  split is the same in both modes, for any ``max_events`` and any order of files; fractions are met
+  up to binomial fluctuations. ``split_by="file"``: files are permuted with ``seed`` and dealt out
+  in proportion to the fractions (largest remainder, at least one file for every non-zero fraction).
+  Splits are disjoint and complete.
+* **Shards.** ``shard=(index, count)``: after the split, each worker keeps the events of its split
+  at positions ``index::count`` (file order, then entry), so workers see distinct events. Returned
+  datasets have ``auto_shard_policy = OFF``.
+* **Order.** The train split is reshuffled every epoch (``shuffle=True``; in memory: a full
+  permutation; streaming: file order permuted, ``stream_files`` files read round-robin and each
+  chunk permuted, so a batch mixes files even when each file holds one track count). Validation
+  and test are never shuffled: file order, then entry.
+* **Batching.** The generator yields whole batches (``batch_size`` examples; the last one smaller
+  unless ``drop_remainder``), followed by ``prefetch(AUTOTUNE)``; ``cache=True`` adds ``.cache()``
+  (the converted images stay in memory: small data only) and, for train, a batch-level reshuffle.
+
+``max_events`` caps the events read from each file at ``ceil(max_events / n_files)`` (the first
+entries), so a capped dataset still spans every file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from datasets import views
+from snemo.events import EventBatch, iterate_events, read_events
+
+SPLIT_NAMES = ("train", "validation", "test")
+COMMON_DEFAULTS = dict(batch_size=256, split=(0.8, 0.1, 0.1), split_by="event", seed=0, shuffle=True, cache=False,
+                       max_events=None, streaming=False, shard=(0, 1), drop_remainder=False,
+                       skip_out_of_range=False, chunk_size=8192, stream_files=4)
+
+
+@dataclass
+class Splits:
+    """The three datasets of a task and what a script needs to know about them.
+
+    ``train``, ``validation``, ``test``: ``tf.data.Dataset`` of batched ``(inputs, labels)``.
+    ``n_train``, ``n_validation``, ``n_test``: examples in each (after split and shard).
+    ``test_events``: the test examples as an :class:`EventBatch`, in dataset order (for galleries
+    and per-example decoding); ``None`` in streaming mode. ``info``: view names, shapes, class
+    names and task-specific facts.
+    """
+
+    train: object
+    validation: object
+    test: object
+    n_train: int
+    n_validation: int
+    n_test: int
+    test_events: EventBatch | None = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    """What a loader module tells :func:`build_splits`.
+
+    ``fields``: event branches to read. ``convert(examples) -> (inputs, labels)``: NumPy arrays
+    for a batch of examples. ``signature(batch_dim) -> (inputs spec, labels spec)``: the matching
+    ``tf.TensorSpec`` structure. ``keep(events) -> (n,) bool``: events with a valid label (None:
+    all). ``keep_rule``: words for the events that fail ``keep`` (for errors). ``to_examples(events)
+    -> EventBatch``: events -> examples (None: one example per event). ``n_examples(events) -> (n,)``:
+    examples per event (None: 1). ``info``: copied into :attr:`Splits.info`.
+    """
+
+    name: str
+    fields: tuple[str, ...]
+    convert: Callable[[EventBatch], tuple]
+    signature: Callable[[int | None], tuple]
+    keep: Callable[[EventBatch], np.ndarray] | None = None
+    keep_rule: str = ""
+    to_examples: Callable[[EventBatch], EventBatch] | None = None
+    n_examples: Callable[[EventBatch], np.ndarray] | None = None
+    info: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers used by the task modules
+# ------------------------------------------------------------------------------------------------
+def parse_views(view, allowed=("top", "side", "front")) -> tuple[str, ...]:
+    """Normalise ``view`` ("top" or a tuple of names) into a tuple of distinct allowed names."""
+    names = (view,) if isinstance(view, str) else tuple(view)
+    if not names or len(set(names)) != len(names) or any(name not in allowed for name in names):
+        raise ValueError(f"view must be one of {list(allowed)} or a tuple of distinct ones, got {view!r}")
+    return names
+
+
+def view_inputs(batch: EventBatch, names: tuple[str, ...], radius_channel: bool):
+    """Model inputs: one (n, H, W, C) array for one view, a dict name -> array for several."""
+    if len(names) == 1:
+        return views.make_view(batch, names[0], radius_channel)
+    return {name: views.make_view(batch, name, radius_channel) for name in names}
+
+
+def view_specs(names: tuple[str, ...], radius_channel: bool, batch_dim):
+    """``tf.TensorSpec`` structure matching :func:`view_inputs`."""
+    import tensorflow as tf
+
+    channels = 2 if radius_channel else 1
+    specs = {name: tf.TensorSpec((batch_dim,) + views.VIEW_SHAPES[name] + (channels,), tf.float32) for name in names}
+    return specs[names[0]] if len(names) == 1 else specs
+
+
+def slice_batch(batch: EventBatch, start: int, stop: int) -> EventBatch:
+    """Events ``start:stop`` of ``batch`` as a new batch of array views (no copy; offsets start at 0)."""
+    h0, h1 = int(batch.hit_offsets[start]), int(batch.hit_offsets[stop])
+    t0, t1 = int(batch.track_offsets[start]), int(batch.track_offsets[stop])
+    return EventBatch(batch.hit_offsets[start:stop + 1] - h0, {k: v[h0:h1] for k, v in batch.hits.items()},
+                      batch.track_offsets[start:stop + 1] - t0, {k: v[t0:t1] for k, v in batch.tracks.items()},
+                      files=batch.files, file_index=batch.file_index[start:stop], entry=batch.entry[start:stop])
+
+
+def track_hit_ranges(batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
+    """(first, count) of every track's hits as flat hit indices, int64 (n_tracks_total,) each."""
+    split = batch.tracks["track_split"].astype(np.int64)
+    event = batch.track_event_index()
+    first_in_event = np.zeros(len(split), dtype=np.int64)
+    if len(split) > 1:
+        same = event[1:] == event[:-1]
+        first_in_event[1:] = np.where(same, split[:-1], 0)
+    start = batch.hit_offsets[event] + first_in_event
+    return start, split - first_in_event
+
+
+def tracks_as_events(batch: EventBatch) -> EventBatch:
+    """One event per truth track: the track's hits only (noise dropped) and its track fields.
+
+    Returns an :class:`EventBatch` with one "event" per track of ``batch`` (tracks without hits are
+    dropped); ``track_split`` is the track's hit count, ``file_index`` / ``entry`` are those of the
+    parent event. Vectorised.
+    """
+    from snemo.events import _ranges, offsets_from_counts
+
+    start, count = track_hit_ranges(batch)
+    keep = count > 0
+    track_idx = np.flatnonzero(keep)
+    start, count = start[keep], count[keep]
+    hit_idx = _ranges(start, count)
+    tracks = {k: v[track_idx] for k, v in batch.tracks.items()}
+    tracks["track_split"] = count.astype(batch.tracks["track_split"].dtype)
+    event = batch.track_event_index()[track_idx]
+    return EventBatch(offsets_from_counts(count), {k: v[hit_idx] for k, v in batch.hits.items()},
+                      np.arange(len(track_idx) + 1, dtype=np.int64), tracks, files=batch.files,
+                      file_index=batch.file_index[event], entry=batch.entry[event])
+
+
+def n_tracks_with_hits(batch: EventBatch) -> np.ndarray:
+    """Per event, the number of truth tracks that have at least one hit (int64 (n,))."""
+    _, count = track_hit_ranges(batch)
+    return np.bincount(batch.track_event_index()[count > 0], minlength=len(batch))
+
+
+# ------------------------------------------------------------------------------------------------
+# Splits and shards
+# ------------------------------------------------------------------------------------------------
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def event_hash(seed: int, path: str, entries: np.ndarray) -> np.ndarray:
+    """Deterministic uniform numbers in [0, 1) for (seed, file name, entry), float64 (n,).
+
+    Uses the file's base name (not its folder), so moving a dataset keeps its split.
+    """
+    name_key = zlib.crc32(os.path.basename(path).encode())
+    with np.errstate(over="ignore"):
+        key = _mix64(np.array([(int(seed) & 0xFFFFFFFF) << 32 | name_key], dtype=np.uint64))
+        mixed = _mix64(np.asarray(entries, dtype=np.uint64) ^ key)
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _check_split(split) -> np.ndarray:
+    fractions = np.asarray(split, dtype=np.float64)
+    if fractions.shape != (3,) or np.any(fractions < 0) or abs(fractions.sum() - 1.0) > 1e-6 or fractions[0] == 0:
+        raise ValueError(f"split must be three non-negative fractions (train, validation, test) summing to 1 "
+                         f"with a non-zero train fraction, got {split!r}")
+    return fractions
+
+
+def file_split(files: list[str], fractions: np.ndarray, seed: int) -> np.ndarray:
+    """Split code (0 train, 1 validation, 2 test) of every file for ``split_by="file"``, int8 (n_files,)."""
+    nonzero = np.flatnonzero(fractions > 0)
+    if len(files) < len(nonzero):
+        raise ValueError(f"split_by='file' with fractions {tuple(fractions)} needs at least {len(nonzero)} files, "
+                         f"got {len(files)}; use split_by='event'")
+    exact = fractions * len(files)
+    counts = np.floor(exact).astype(int)
+    counts[nonzero] = np.maximum(counts[nonzero], 1)
+    while counts.sum() > len(files):  # minimum of one file made too many: take from the largest
+        counts[np.argmax(counts - exact)] -= 1
+    for k in np.argsort(-(exact - counts), kind="stable")[: len(files) - counts.sum()]:
+        counts[k] += 1  # largest remainders
+    order = np.random.default_rng(seed).permutation(len(files))
+    codes = np.empty(len(files), dtype=np.int8)
+    codes[order] = np.repeat(np.arange(3, dtype=np.int8), counts)
+    return codes
+
+
+def plan_events(files: list[str], n_per_file: list[int], keep: np.ndarray, *, split, split_by: str, seed: int,
+                shard) -> np.ndarray:
+    """Split code of every event, int8 over the concatenation of files (entries 0..n-1 of each).
+
+    0 train, 1 validation, 2 test, -1 not used (label out of range and skipped, or another shard's).
+    ``keep``: (n_total,) bool, events with a valid label.
+    """
+    fractions = _check_split(split)
+    index, count = _check_shard(shard)
+    if split_by == "event":
+        bounds = np.cumsum(fractions)[:2]
+        u = np.concatenate([event_hash(seed, path, np.arange(n)) for path, n in zip(files, n_per_file)]
+                           or [np.zeros(0)])
+        codes = np.searchsorted(bounds, u, side="right").astype(np.int8)  # (n_total,)
+    elif split_by == "file":
+        codes = np.repeat(file_split(files, fractions, seed), n_per_file)
+    else:
+        raise ValueError(f"split_by must be 'event' or 'file', got {split_by!r}")
+    codes[~keep] = -1
+    if count > 1:
+        for k in range(3):
+            members = np.flatnonzero(codes == k)
+            codes[members[np.arange(len(members)) % count != index]] = -1
+    return codes
+
+
+def _check_shard(shard) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be (index, count), got {shard!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
+    return index, count
+
+
+# ------------------------------------------------------------------------------------------------
+# Labels: the keep rule
+# ------------------------------------------------------------------------------------------------
+def _apply_keep(task: Task, events: EventBatch, path: str, skip: bool) -> np.ndarray:
+    if task.keep is None:
+        return np.ones(len(events), dtype=bool)
+    keep = np.asarray(task.keep(events), dtype=bool)
+    if not skip and not keep.all():
+        bad = np.flatnonzero(~keep)
+        raise ValueError(f"{task.name}: {len(bad)} of {len(events)} events read from {path} have {task.keep_rule} "
+                         f"(first: entry {int(events.entry[bad[0]])} with {int(events.n_tracks[bad[0]])} tracks); "
+                         f"pass skip_out_of_range=True to skip them")
+    return keep
+
+
+def _report_skipped(task: Task, skipped: dict[str, int]) -> None:
+    total = sum(skipped.values())
+    if total:
+        per_file = ", ".join(f"{os.path.basename(p)}: {n}" for p, n in skipped.items() if n)
+        print(f"{task.name}: skipped {total} events with {task.keep_rule} ({per_file})")
+
+
+# ------------------------------------------------------------------------------------------------
+# Batch generators
+# ------------------------------------------------------------------------------------------------
+def _rebatch(chunks: Iterator[EventBatch], batch_size: int, drop_remainder: bool) -> Iterator[EventBatch]:
+    """Regroup a stream of example chunks into batches of ``batch_size`` (the last one smaller)."""
+    pending = None
+    for chunk in chunks:
+        if pending is not None and len(pending):
+            chunk = EventBatch.concatenate([pending, chunk])
+        n_full = len(chunk) // batch_size * batch_size
+        for start in range(0, n_full, batch_size):
+            yield slice_batch(chunk, start, start + batch_size)
+        pending = slice_batch(chunk, n_full, len(chunk))
+    if pending is not None and len(pending) and not drop_remainder:
+        yield pending
+
+
+def _memory_chunks(examples: EventBatch, order: np.ndarray | None, chunk: int) -> Iterator[EventBatch]:
+    """Chunks of examples in ``order`` (None: stored order, no copy)."""
+    for start in range(0, len(examples), chunk):
+        stop = min(start + chunk, len(examples))
+        yield slice_batch(examples, start, stop) if order is None else examples.take(order[start:stop])
+
+
+def _stream_chunks(task: Task, files: list[str], codes: list[np.ndarray], code: int, *, chunk: int, n_open: int,
+                   rng: np.random.Generator | None, max_per_file: list[int]) -> Iterator[EventBatch]:
+    """Example chunks of split ``code`` read from ``files`` ``n_open`` at a time, round-robin.
+
+    ``codes[i]``: split code of each event of file i (from :func:`plan_events`). With ``rng``, the
+    file order is permuted and every round's chunk is permuted. Memory ~ ``chunk`` events.
+    """
+    todo = [i for i in range(len(files)) if np.any(codes[i] == code)]
+    if rng is not None:
+        todo = [todo[j] for j in rng.permutation(len(todo))]
+    step = max(1, chunk // max(1, min(n_open, len(todo))))
+
+    def reader(i):
+        stop = max_per_file[i]
+        for events in iterate_events(files[i], step_size=step, fields=task.fields):
+            first = int(events.entry[0])
+            if first >= stop:
+                return
+            selected = np.flatnonzero(codes[i][first:first + len(events)] == code)
+            selected = selected[selected < stop - first]
+            if len(selected):
+                part = events.take(selected)
+                yield task.to_examples(part) if task.to_examples else part
+
+    slots = [reader(i) for i in todo[:n_open]]
+    waiting = todo[n_open:]
+    while slots:
+        pieces, still_open = [], []
+        for it in slots:
+            piece = next(it, None)
+            while piece is None and waiting:  # file exhausted: open the next one in its slot
+                it = reader(waiting.pop(0))
+                piece = next(it, None)
+            if piece is not None:
+                pieces.append(piece)
+                still_open.append(it)
+        slots = still_open
+        if not pieces:
+            continue
+        merged = pieces[0] if len(pieces) == 1 else EventBatch.concatenate(pieces)
+        yield merged if rng is None else merged.take(rng.permutation(len(merged)))
+
+
+def _make_dataset(task: Task, batch_iter_factory: Callable[[int], Iterator[EventBatch]], n_examples: int, *,
+                  batch_size: int, drop_remainder: bool, cache: bool, reshuffle: bool, seed: int):
+    """tf.data.Dataset over whole batches converted by ``task.convert``; cardinality is set."""
+    import tensorflow as tf
+
+    epoch = [0]
+
+    def generator():
+        epoch[0] += 1
+        for examples in batch_iter_factory(epoch[0]):
+            yield task.convert(examples)
+
+    batch_dim = batch_size if drop_remainder else None
+    dataset = tf.data.Dataset.from_generator(generator, output_signature=task.signature(batch_dim))
+    n_batches = n_examples // batch_size if drop_remainder else math.ceil(n_examples / batch_size)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
+    if cache:
+        dataset = dataset.cache()
+        if reshuffle:
+            dataset = dataset.shuffle(max(1, min(n_batches, 64)), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
+
+
+# ------------------------------------------------------------------------------------------------
+# The entry point of every loader
+# ------------------------------------------------------------------------------------------------
+def build_splits(task: Task, source, *, batch_size=256, split=(0.8, 0.1, 0.1), split_by="event", seed=0,
+                 shuffle=True, cache=False, max_events=None, streaming=False, shard=(0, 1), drop_remainder=False,
+                 skip_out_of_range=False, chunk_size=8192, stream_files=4) -> Splits:
+    """Read ``source`` for ``task`` and return its train / validation / test datasets.
+
+    ``source``: file, directory, glob or list (:func:`snemo.events.find_files`). ``batch_size``:
+    examples per batch. ``split``: (train, validation, test) fractions; ``split_by``: "event" or
+    "file"; ``seed``: split and shuffle seed. ``shuffle``: reshuffle train every epoch.
+    ``cache``: cache converted batches in memory. ``max_events``: at most ceil(max_events /
+    n_files) events from each file. ``streaming``: read in chunks of ``chunk_size`` events from
+    ``stream_files`` files at a time instead of holding the events in memory. ``shard``: (index,
+    count) of this worker. ``drop_remainder``: drop the last partial batch (static batch size).
+    ``skip_out_of_range``: skip events with no valid label instead of raising ValueError.
+    Raises :class:`snemo.events.EventFileError` for bad files, ValueError for bad arguments or labels.
+    """
+    from snemo.events import find_files
+
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if int(chunk_size) < 1 or int(stream_files) < 1:
+        raise ValueError(f"chunk_size and stream_files must be positive, got {chunk_size} and {stream_files}")
+    if max_events is not None and int(max_events) < 1:
+        raise ValueError(f"max_events must be positive or None, got {max_events}")
+    _check_split(split)
+    _check_shard(shard)
+    batch_size = int(batch_size)
+    files = find_files(source)
+    cap = None if max_events is None else math.ceil(int(max_events) / len(files))
+    chunk = max(batch_size, int(chunk_size) // batch_size * batch_size)
+
+    if streaming:
+        per_file_events, keeps, n_ex, skipped = [], [], [], {}
+        for path in files:  # validation pass: 3 small branches, chunk by chunk
+            keep_parts, count_parts, n = [], [], 0
+            for events in iterate_events(path, step_size=chunk, fields=("track_split",)):
+                if cap is not None and n >= cap:
+                    break
+                if cap is not None and n + len(events) > cap:
+                    events = slice_batch(events, 0, cap - n)
+                keep = _apply_keep(task, events, path, skip_out_of_range)
+                keep_parts.append(keep)
+                count_parts.append(np.ones(len(events), np.int32) if task.n_examples is None
+                                   else np.asarray(task.n_examples(events), dtype=np.int32))
+                n += len(events)
+            per_file_events.append(n)
+            keeps.append(np.concatenate(keep_parts) if keep_parts else np.zeros(0, bool))
+            n_ex.append(np.concatenate(count_parts) if count_parts else np.zeros(0, np.int32))
+            skipped[path] = int((~keeps[-1]).sum())
+        _report_skipped(task, skipped)
+        codes = plan_events(files, per_file_events, np.concatenate(keeps), split=split, split_by=split_by,
+                            seed=seed, shard=shard)
+        counts_per_event = np.concatenate(n_ex)
+        n_examples = [int(counts_per_event[codes == k].sum()) for k in range(3)]
+        file_codes = np.split(codes, np.cumsum(per_file_events)[:-1])
+        stream_cap = list(per_file_events)
+
+        def factory_for(code):
+            def factory(epoch):
+                rng = np.random.default_rng([seed, epoch]) if (code == 0 and shuffle and not cache) else None
+                chunks = _stream_chunks(task, files, file_codes, code, chunk=chunk, n_open=int(stream_files),
+                                        rng=rng, max_per_file=stream_cap)
+                return _rebatch(chunks, batch_size, drop_remainder)
+            return factory
+
+        factories = [factory_for(k) for k in range(3)]
+        test_events = None
+    else:
+        batches, skipped, keeps = [], {}, []
+        for path in files:
+            events = read_events(path, fields=task.fields, max_events=cap)
+            keep = _apply_keep(task, events, path, skip_out_of_range)
+            skipped[path] = int((~keep).sum())
+            batches.append(events)
+            keeps.append(keep)
+        _report_skipped(task, skipped)
+        n_per_file = [len(b) for b in batches]
+        everything = batches[0] if len(batches) == 1 else EventBatch.concatenate(batches)
+        del batches
+        codes = plan_events(files, n_per_file, np.concatenate(keeps), split=split, split_by=split_by, seed=seed,
+                            shard=shard)
+        examples = []
+        for k in range(3):
+            part = everything.take(np.flatnonzero(codes == k))
+            examples.append(task.to_examples(part) if task.to_examples else part)
+        del everything
+        n_examples = [len(e) for e in examples]
+
+        def factory_for(code):
+            def factory(epoch):
+                data = examples[code]
+                order = None
+                if code == 0 and shuffle and not cache:
+                    order = np.random.default_rng([seed, epoch]).permutation(len(data))
+                return _rebatch(_memory_chunks(data, order, chunk), batch_size, drop_remainder)
+            return factory
+
+        factories = [factory_for(k) for k in range(3)]
+        test_events = examples[2]
+
+    datasets = [_make_dataset(task, factories[k], n_examples[k], batch_size=batch_size, drop_remainder=drop_remainder,
+                              cache=cache, reshuffle=(k == 0 and shuffle), seed=seed) for k in range(3)]
+    info = dict(task.info)
+    info.update(task=task.name, files=files, split=tuple(split), split_by=split_by, seed=seed, shard=tuple(shard),
+                streaming=streaming, batch_size=batch_size)
+    return Splits(datasets[0], datasets[1], datasets[2], n_examples[0], n_examples[1], n_examples[2],
+                  test_events=test_events, info=info)

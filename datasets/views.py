@@ -1,0 +1,203 @@
+"""Hits -> images: the one module that knows the view layouts (DESIGN.md, section Views).
+
+Every function converts a whole batch of events at once: per-hit pixel indices are computed with
+vectorised NumPy and written with ONE flat scatter into ``np.zeros`` (no loop per event or hit).
+
+==========  ================  ===========================================================
+view        shape             index
+==========  ================  ===========================================================
+top         (18, 113)         top-view row (8 - layer on side 0, 9 + layer on side 1); column
+side        (30, 113)         z bin of ``wirez`` (100 mm); column
+front       (30, 18)          z bin; top-view row
+voxel       (18, 113, 30)     top-view row; column; z bin
+==========  ================  ===========================================================
+
+Pixels are float32, 1.0 where at least one hit lies, 0.0 elsewhere. With ``radius_channel`` a
+second channel holds the drift radius / 22 mm of the hit (the largest if two hits share a pixel).
+
+Functions take an :class:`snemo.events.EventBatch`; the ``*_pixels`` and :func:`scatter` functions
+take the flat per-hit arrays and the hit offsets directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snemo import geometry as geo
+from snemo.events import EventBatch
+
+VIEW_SHAPES: dict[str, tuple[int, ...]] = {
+    "top": geo.TOP_SHAPE,  # (18, 113)
+    "side": geo.SIDE_SHAPE,  # (30, 113)
+    "front": geo.FRONT_SHAPE,  # (30, 18)
+    "voxel": geo.VOXEL_SHAPE,  # (18, 113, 30)
+}
+VIEW_NAMES = tuple(VIEW_SHAPES)
+
+# Hit branches each view reads (the loaders read only these).
+VIEW_FIELDS: dict[str, tuple[str, ...]] = {
+    "top": ("grid_side", "grid_layer", "grid_column"),
+    "side": ("grid_column", "wirez"),
+    "front": ("grid_side", "grid_layer", "wirez"),
+    "voxel": ("grid_side", "grid_layer", "grid_column", "wirez"),
+}
+
+
+def view_size(name: str) -> int:
+    """Number of pixels of one image of view ``name`` (e.g. 2034 for top)."""
+    return int(np.prod(VIEW_SHAPES[_check_name(name)]))
+
+
+def fields_for(names, radius_channel: bool = False) -> tuple[str, ...]:
+    """Hit branches needed to build the views ``names`` (a name or a sequence of names)."""
+    names = (names,) if isinstance(names, str) else tuple(names)
+    fields = {f for name in names for f in VIEW_FIELDS[_check_name(name)]}
+    if radius_channel:
+        fields.add("radius")
+    return tuple(sorted(fields))
+
+
+def _check_name(name: str) -> str:
+    if name not in VIEW_SHAPES:
+        raise ValueError(f"unknown view '{name}'; choose one of {list(VIEW_SHAPES)}")
+    return name
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-hit pixel indices (flat index inside one image), from flat hit arrays
+# ------------------------------------------------------------------------------------------------
+def _row(side, layer) -> np.ndarray:
+    """Top-view row of each hit, int32 (geometry.top_row in a narrow dtype)."""
+    return geo.top_row(side, layer).astype(np.int32)
+
+
+def top_pixels(side, layer, column) -> np.ndarray:
+    """Flat top-view pixel of each hit: row * 113 + column, int32 (n_hits,)."""
+    return _row(side, layer) * geo.N_COLUMNS + np.asarray(column, dtype=np.int32)
+
+
+def side_pixels(column, wirez) -> np.ndarray:
+    """Flat side-view pixel of each hit: z_bin * 113 + column, int32 (n_hits,). ``wirez`` in mm."""
+    return geo.z_bin(wirez).astype(np.int32) * geo.N_COLUMNS + np.asarray(column, dtype=np.int32)
+
+
+def front_pixels(side, layer, wirez) -> np.ndarray:
+    """Flat front-view pixel of each hit: z_bin * 18 + top row, int32 (n_hits,)."""
+    return geo.z_bin(wirez).astype(np.int32) * geo.TOP_ROWS + _row(side, layer)
+
+
+def voxel_pixels(side, layer, column, wirez) -> np.ndarray:
+    """Flat voxel of each hit: (top row * 113 + column) * 30 + z_bin, int32 (n_hits,)."""
+    return top_pixels(side, layer, column) * geo.N_Z_BINS + geo.z_bin(wirez).astype(np.int32)
+
+
+def pixel_index(batch: EventBatch, name: str) -> np.ndarray:
+    """Flat pixel index of every hit of ``batch`` inside its event's image of view ``name``, int32."""
+    hits = batch.hits
+    name = _check_name(name)
+    if name == "top":
+        return top_pixels(hits["grid_side"], hits["grid_layer"], hits["grid_column"])
+    if name == "side":
+        return side_pixels(hits["grid_column"], hits["wirez"])
+    if name == "front":
+        return front_pixels(hits["grid_side"], hits["grid_layer"], hits["wirez"])
+    return voxel_pixels(hits["grid_side"], hits["grid_layer"], hits["grid_column"], hits["wirez"])
+
+
+def top_pixel_index(batch: EventBatch) -> np.ndarray:
+    """Flat top-view pixel (row * 113 + column) of every hit, int32 (n_hits_total,).
+
+    With ``batch.hit_event_index()`` this locates each hit in the (n, 18, 113) top view, which is
+    what clustering needs to read per-hit scores back from a predicted image.
+    """
+    return pixel_index(batch, "top")
+
+
+# ------------------------------------------------------------------------------------------------
+# The scatter
+# ------------------------------------------------------------------------------------------------
+def scatter(pixels: np.ndarray, hit_offsets: np.ndarray, size: int, values: np.ndarray | None = None,
+            mask: np.ndarray | None = None) -> np.ndarray:
+    """Images (n_events, size) float32 from per-hit flat pixels with one vectorised assignment.
+
+    ``pixels``: (n_hits,) pixel of each hit inside its event's image; ``hit_offsets``: (n + 1,)
+    start of each event's hits (need not start at 0). ``values``: (n_hits,) pixel values (default
+    1.0); where several hits share a pixel the largest value is kept. ``mask``: (n_hits,) bool,
+    only these hits are drawn.
+    """
+    hit_offsets = np.asarray(hit_offsets)
+    n_events = len(hit_offsets) - 1
+    counts = np.diff(hit_offsets)
+    event = np.repeat(np.arange(n_events, dtype=np.int64), counts)
+    flat = event * size + pixels  # (n_hits,) index into the (n_events * size,) buffer
+    if mask is not None:
+        flat = flat[mask]
+        values = None if values is None else values[mask]
+    out = np.zeros(n_events * size, dtype=np.float32)
+    if values is None:
+        out[flat] = 1.0
+    elif len(flat):
+        # Largest value per pixel, deterministically: sort by (pixel, value), keep the last of each pixel.
+        order = np.lexsort((values, flat))
+        flat, values = flat[order], values[order]
+        last = np.ones(len(flat), dtype=bool)
+        last[:-1] = flat[1:] != flat[:-1]
+        out[flat[last]] = values[last]
+    return out.reshape(n_events, size)
+
+
+def _image(batch: EventBatch, name: str, mask=None) -> np.ndarray:
+    size = view_size(name)
+    images = scatter(pixel_index(batch, name), batch.hit_offsets, size, mask=mask)  # (n, size)
+    return images.reshape((len(batch),) + VIEW_SHAPES[name])
+
+
+def top(batch: EventBatch) -> np.ndarray:
+    """Top view (n, 18, 113) float32: 1.0 at (top row, column) of every hit."""
+    return _image(batch, "top")
+
+
+def side(batch: EventBatch) -> np.ndarray:
+    """Side view (n, 30, 113) float32: 1.0 at (z bin of wirez, column) of every hit."""
+    return _image(batch, "side")
+
+
+def front(batch: EventBatch) -> np.ndarray:
+    """Front view (n, 30, 18) float32: 1.0 at (z bin, top row) of every hit."""
+    return _image(batch, "front")
+
+
+def voxel(batch: EventBatch) -> np.ndarray:
+    """Voxel grid (n, 18, 113, 30) float32: 1.0 at (top row, column, z bin) of every hit."""
+    return _image(batch, "voxel")
+
+
+def make_view(batch: EventBatch, name: str, radius_channel: bool = False) -> np.ndarray:
+    """View ``name`` with a channel axis: (n, H, W, C) for 2-D views, (n, 18, 113, 30, C) for voxel.
+
+    C = 1: 1.0 where a cell has a hit. C = 2 (``radius_channel``): the second channel is the drift
+    radius / 22 mm at hit cells (the largest where two hits share a pixel), 0 elsewhere.
+    """
+    shape = VIEW_SHAPES[_check_name(name)]
+    n = len(batch)
+    if not radius_channel:
+        return _image(batch, name).reshape((n,) + shape + (1,))  # (n, H, W, 1)
+    size = view_size(name)
+    pixels = pixel_index(batch, name)
+    hit = scatter(pixels, batch.hit_offsets, size)  # (n, size)
+    radius = np.asarray(batch.hits["radius"], dtype=np.float32) / np.float32(geo.MAX_DRIFT_RADIUS)
+    drift = scatter(pixels, batch.hit_offsets, size, values=radius)  # (n, size)
+    return np.stack([hit, drift], axis=-1).reshape((n,) + shape + (2,))  # (n, H, W, 2)
+
+
+def track_image(batch: EventBatch, mask: np.ndarray, name: str = "top") -> np.ndarray:
+    """Image (n, H, W, 1) of view ``name`` drawing only the hits where ``mask`` (n_hits_total,) is True.
+
+    Used for the image of one track of each event (clustering targets) and for one-track inputs.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (int(batch.hit_offsets[-1] - batch.hit_offsets[0]),):
+        raise ValueError(f"mask must have one entry per hit ({int(batch.hit_offsets[-1] - batch.hit_offsets[0])}), "
+                         f"got shape {mask.shape}")
+    shape = VIEW_SHAPES[_check_name(name)]
+    return _image(batch, name, mask=mask).reshape((len(batch),) + shape + (1,))  # (n, H, W, 1)
