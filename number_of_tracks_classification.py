@@ -1,0 +1,48 @@
+"""Count the tracks of an event (1..--max-tracks) from one view of the tracker: top, side or front.
+
+Trains a CNN (architectures/top.py, side.py, front.py) with the shared training loop, evaluates it
+on the test split and writes the run folder: model.keras, history.json, config.json, metrics.json,
+training_curves and confusion_matrix (PDF, PNG), tensorboard/, checkpoints/. Run it again with the
+same --out to resume a killed job.
+
+    python number_of_tracks_classification.py --view top --data data/my_generator --epochs 20
+"""
+
+from __future__ import annotations
+
+import sys
+
+from snemo import cli
+
+VIEWS = ("top", "side", "front")
+
+
+def build_parser():
+    """Flags: the shared ones (snemo.cli) plus --view."""
+    parser = cli.make_parser("number_of_tracks_classification.py", __doc__.split("\n\n")[0], epochs=10)
+    parser.add_argument("--view", choices=VIEWS, default="top", help="which view of the tracker")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Parse flags, train and evaluate; returns the exit status (2 on bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cli.check_args(parser, args)
+
+    def body():
+        import importlib
+
+        run = cli.start_run(f"number_of_tracks_{args.view}", args)
+        splits = cli.load_counting(run, view=args.view)
+        architecture = importlib.import_module(f"architectures.{args.view}")
+        model = cli.build_in_scope(run, architecture.build, input_shape=cli.input_shape(splits.train),
+                                   n_classes=args.max_tracks)
+        cli.train_model(run, model, splits)
+        cli.report_counting(run, model, splits, title=f"{args.view}-view track counting")
+
+    return cli.run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
