@@ -79,12 +79,6 @@ from snemo.events import HIT_FIELDS, TRACK_FIELDS, EventBatch, offsets_from_coun
 NAME = "toyhaystack"
 VERTEX_Z_MARGIN = 100.0  # mm kept free between the vertex and the chamber's top and bottom
 KINK_ANGLE_SIGMA = math.radians(10.0)  # rad, width of the kink angle distribution
-XWALL_MIN_ABS_X = 29.0  # mm, |x| where X-wall column 0 starts (SN-IEgenerator geometrycheck.py)
-XWALL_DEPTH_PITCH = 203.0  # mm, depth of an X-wall column (202 mm module + 1 mm gap)
-GVETO_BLOCK_COLUMNS = geo.GVETO_COLUMNS // 2  # gamma-veto columns per block of a wall (8)
-GVETO_BLOCK0_MAX_Y = geo.GVETO_MIN_Y + GVETO_BLOCK_COLUMNS * geo.GVETO_PITCH  # mm, upper y edge of column 7
-GVETO_BLOCK1_MIN_Y = GVETO_BLOCK0_MAX_Y + geo.GVETO_BLOCK_GAP  # mm, lower y edge of column 8
-GVETO_MAX_Y = GVETO_BLOCK1_MIN_Y + GVETO_BLOCK_COLUMNS * geo.GVETO_PITCH  # mm, upper y edge of column 15
 CHUNK_EVENTS = 20_000  # events generated at once: bounds the memory of the candidate-cell arrays
 MAX_ROUNDS = 1000  # rejection rounds before giving up (reached only with impossible settings)
 MAX_NOISE_HITS = geo.N_CELLS / 4  # mean noise hits per event: a quarter of the cells, far above real rates
@@ -207,15 +201,15 @@ def first_calorimeter(start, direction):
     x, y, z = x0 + dx * t_hit, y0 + dy * t_hit, z0 + dz * t_hit
 
     main_column, main_row = geo.main_column_of_y(y), geo.main_row_of_z(z)
-    xwall_column = np.floor((np.abs(x) - XWALL_MIN_ABS_X) / XWALL_DEPTH_PITCH).astype(np.int64)
+    xwall_column = np.floor((np.abs(x) - geo.XWALL_MIN_ABS_X) / geo.XWALL_DEPTH_PITCH).astype(np.int64)
     xwall_row = np.floor((z - geo.XWALL_MIN_Z) / geo.XWALL_ROW_PITCH).astype(np.int64)
     gveto_column = np.where(y < 0.0, np.floor((y - geo.GVETO_MIN_Y) / geo.GVETO_PITCH),
-                            GVETO_BLOCK_COLUMNS + np.floor((y - GVETO_BLOCK1_MIN_Y) / geo.GVETO_PITCH))
+                            geo.GVETO_BLOCK_COLUMNS + np.floor((y - geo.GVETO_BLOCK1_MIN_Y) / geo.GVETO_PITCH))
     gveto_column = gveto_column.astype(np.int64)
     xwall_hit = ((xwall_column >= 0) & (xwall_column < geo.XWALL_COLUMNS)
                  & (xwall_row >= 0) & (xwall_row < geo.XWALL_ROWS))
-    gveto_hit = (((y >= geo.GVETO_MIN_Y) & (y < GVETO_BLOCK0_MAX_Y))
-                 | ((y >= GVETO_BLOCK1_MIN_Y) & (y < GVETO_MAX_Y)))
+    gveto_hit = (((y >= geo.GVETO_MIN_Y) & (y < geo.GVETO_BLOCK0_MAX_Y))
+                 | ((y >= geo.GVETO_BLOCK1_MIN_Y) & (y < geo.GVETO_MAX_Y)))
 
     is_main, is_xwall = calo_type == geo.CALO_TYPE_MAIN, calo_type == geo.CALO_TYPE_XWALL
     return dict(

@@ -63,6 +63,8 @@ XWALL_ROWS = 16
 XWALL_ABS_Y = 2505.5  # mm
 XWALL_ROW_PITCH = 212.0  # mm
 XWALL_MIN_Z = -1696.0  # mm, lower z edge of row 0
+XWALL_MIN_ABS_X = 29.0  # mm, |x| where X-wall column 0 starts (column = depth from the foil)
+XWALL_DEPTH_PITCH = 203.0  # mm, depth of an X-wall column (202 mm module + 1 mm gap)
 
 GVETO_WALLS = 2  # per side: wall 0 at z < 0 (bottom), wall 1 at z > 0 (top)
 GVETO_COLUMNS = 16
@@ -70,6 +72,10 @@ GVETO_ABS_Z = 1550.0  # mm
 GVETO_PITCH = 311.5  # mm
 GVETO_MIN_Y = -2497.25  # mm, lower y edge of column 0
 GVETO_BLOCK_GAP = 10.5  # mm, extra gap between columns 7 and 8
+GVETO_BLOCK_COLUMNS = GVETO_COLUMNS // 2  # columns per block of a wall (8)
+GVETO_BLOCK0_MAX_Y = GVETO_MIN_Y + GVETO_BLOCK_COLUMNS * GVETO_PITCH  # mm, upper y edge of column 7
+GVETO_BLOCK1_MIN_Y = GVETO_BLOCK0_MAX_Y + GVETO_BLOCK_GAP  # mm, lower y edge of column 8
+GVETO_MAX_Y = GVETO_BLOCK1_MIN_Y + GVETO_BLOCK_COLUMNS * GVETO_PITCH  # mm, upper y edge of column 15
 
 N_MAIN_OM = N_SIDES * MAIN_COLUMNS * MAIN_ROWS  # 520
 N_XWALL_OM = N_SIDES * XWALL_WALLS * XWALL_COLUMNS * XWALL_ROWS  # 128
