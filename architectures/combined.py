@@ -3,7 +3,8 @@
 Transfer learning as in the original: each trained view model is cut after its last convolutional
 block (the layer named ``features``) and wrapped as a branch sub-model ``top_branch``,
 ``side_branch``, ``front_branch``; train first with the branches frozen
-(:func:`set_branches_trainable` False), then unfreeze and fine-tune at a lower learning rate.
+(:func:`set_branches_trainable` False), then unfreeze (BatchNorm stays frozen) and fine-tune at a
+lower learning rate.
 Inputs are named "top", "side" and "front", matching the dict that the multi-view loader yields.
 """
 
@@ -22,7 +23,7 @@ def cut_at_features(model, name: str):
     except ValueError:
         raise ValueError(f"model '{model.name}' has no layer named 'features'; its layers: "
                          f"{[layer.name for layer in model.layers]}") from None
-    return keras.Model(model.inputs, features.output, name=name)
+    return keras.Model(model.inputs[0], features.output, name=name)
 
 
 def build(top_model, side_model, front_model, n_classes: int = 4, *, dense: int = 128, dropout: float = 0.3,
@@ -50,6 +51,18 @@ def build(top_model, side_model, front_model, n_classes: int = 4, *, dense: int 
 
 
 def set_branches_trainable(model, trainable: bool) -> None:
-    """Freeze (False) or unfreeze (True) the three view branches of a combined model; the head stays trainable."""
+    """Freeze (False) or unfreeze (True) the three view branches of a combined model; the head stays trainable.
+
+    Unfreezing leaves the branches' BatchNormalization layers frozen, so they keep running in
+    inference mode with the statistics learnt on the view (the usual fine-tuning practice; Keras 3
+    does not keep a ``training=False`` call argument inside a functional graph).
+    """
+    import keras
+
     for name in BRANCHES:
-        model.get_layer(name).trainable = trainable
+        branch = model.get_layer(name)
+        branch.trainable = trainable
+        if trainable:
+            for layer in branch.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False

@@ -54,8 +54,12 @@ def add_strategy_flags(parser: argparse.ArgumentParser) -> None:
                                 "(srun with several tasks) or from TF_CONFIG")
 
 
-def common_parser(*, epochs: int = 10, batch_size: int = 256, learning_rate: float = 1e-3) -> argparse.ArgumentParser:
-    """Parent parser (``add_help=False``) with the flags every training script shares."""
+def common_parser(*, epochs: int = 10, batch_size: int = 256, learning_rate: float = 1e-3,
+                  training: bool = True) -> argparse.ArgumentParser:
+    """Parent parser (``add_help=False``) with the flags every training script shares.
+
+    ``training=False`` leaves out the training and device flags (for evaluation-only tools).
+    """
     parser = argparse.ArgumentParser(add_help=False)
     data = parser.add_argument_group("data")
     data.add_argument("--data", nargs="+", default=None, metavar="PATH",
@@ -77,6 +81,9 @@ def common_parser(*, epochs: int = 10, batch_size: int = 256, learning_rate: flo
                      help="run folder (default runs/<script>-<YYYYmmdd-HHMMSS>/); rerun with the same folder to resume")
     run.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and split (default %(default)s)")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    if not training:
+        parser.add_argument("--batch-size", type=int, default=batch_size, help="batch size of the predictions")
+        return parser
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=int, default=epochs, help="total epochs (default %(default)s)")
     training.add_argument("--batch-size", type=int, default=batch_size,
@@ -101,14 +108,14 @@ def make_parser(prog: str, description: str, **defaults) -> OneLineParser:
 def check_args(parser: argparse.ArgumentParser, args) -> None:
     """Reject impossible values of the shared flags with a one-line parser error (exit 2)."""
     for name in ("epochs", "batch_size", "max_tracks"):
-        if getattr(args, name) is not None and getattr(args, name) < (0 if name == "epochs" else 1):
+        if getattr(args, name, None) is not None and getattr(args, name) < (0 if name == "epochs" else 1):
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.max_tracks < 2:
         parser.error(f"--max-tracks must be at least 2, got {args.max_tracks}")
-    if args.learning_rate <= 0:
+    if getattr(args, "learning_rate", 1.0) <= 0:
         parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
     for name in ("max_events", "steps_per_epoch"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
 
 

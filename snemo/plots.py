@@ -22,13 +22,16 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, stem, *, dpi: int = 150, close: bool = True) -> list[Path]:
-    """Save ``fig`` as ``<stem>.pdf`` and ``<stem>.png`` (``stem`` without extension); returns both paths."""
+def save_figure(fig, stem, *, dpi: int = 150, close: bool = True, formats=("pdf", "png")) -> list[Path]:
+    """Save ``fig`` as ``<stem>.pdf`` and ``<stem>.png`` (``stem`` without extension); returns the paths.
+
+    ``formats``: the file types to write (default both).
+    """
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for suffix in (".pdf", ".png"):
-        path = stem.with_name(stem.name + suffix)
+    for fmt in formats:
+        path = stem.with_name(f"{stem.name}.{fmt}")
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         paths.append(path)
     if close:

@@ -1,0 +1,92 @@
+"""Combined track counter: transfer learning from trained top, side and front view models.
+
+Each view model (from number_of_tracks_classification.py) is cut after its last convolutional
+block (layer "features"); the three feature vectors are concatenated under a new dense head.
+Phase "frozen": --epochs epochs with the view branches frozen at --learning-rate; phase
+"finetune": --finetune-epochs epochs with everything trainable at --finetune-learning-rate. Each
+phase resumes on its own when the job is started again with the same --out. Writes the run folder
+(model.keras, history.json, config.json, metrics.json, curves and confusion matrix, tensorboard/,
+checkpoints/frozen and checkpoints/finetune).
+
+    python combined.py --top models/top_my_generator.keras --side models/side_my_generator.keras \\
+        --front models/front_my_generator.keras --epochs 5 --finetune-epochs 5
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from snemo import cli
+
+REPO = Path(__file__).resolve().parent
+
+
+def build_parser():
+    """Flags: the shared ones (snemo.cli), the three view models and the fine-tuning phase."""
+    parser = cli.make_parser("combined.py", __doc__.split("\n\n")[0], epochs=5)
+    models = parser.add_argument_group("view models (trained .keras files)")
+    for view in ("top", "side", "front"):
+        models.add_argument(f"--{view}", default=str(REPO / "models" / f"{view}_my_generator.keras"),
+                            help=f"trained {view}-view counter")
+    tuning = parser.add_argument_group("fine-tuning phase (after the frozen phase of --epochs)")
+    tuning.add_argument("--finetune-epochs", type=int, default=5, help="epochs with every layer trainable")
+    tuning.add_argument("--finetune-learning-rate", type=float, default=1e-4,
+                        help="learning rate of the fine-tuning phase (lower than --learning-rate)")
+    return parser
+
+
+def load_view_models(paths: dict, n_classes: int) -> dict:
+    """Load the trained view models (safe mode) and check their inputs and number of classes.
+
+    ``paths``: {"top": path, "side": path, "front": path}. Call under the strategy scope.
+    Raises ValueError naming the file when a model is missing or does not fit.
+    """
+    import keras
+
+    models = {}
+    for view, path in paths.items():
+        if not Path(path).is_file():
+            raise ValueError(f"trained {view} model not found: {path}; train it with "
+                             f"`python number_of_tracks_classification.py --view {view}` and pass --{view} "
+                             f"<run folder>/model.keras")
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+        if model.output_shape[-1] != n_classes:
+            raise ValueError(f"{path} predicts {model.output_shape[-1]} classes but --max-tracks is {n_classes}")
+        models[view] = model
+    return models
+
+
+def main(argv=None) -> int:
+    """Parse flags, train the frozen then the fine-tuning phase, evaluate; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cli.check_args(parser, args)
+    if args.finetune_epochs < 0 or args.finetune_learning_rate <= 0:
+        parser.error("--finetune-epochs must be >= 0 and --finetune-learning-rate positive")
+
+    def body():
+        from architectures import combined
+
+        run = cli.start_run("combined", args)
+        with run.strategy.scope():
+            views = load_view_models({"top": args.top, "side": args.side, "front": args.front}, args.max_tracks)
+        splits = cli.load_counting(run, view=("top", "side", "front"))
+        shapes = cli.input_shape(splits.train)  # {"top": (18, 113, C), "side": (30, 113, C), "front": (30, 18, C)}
+        for view, model in views.items():
+            if tuple(model.inputs[0].shape[1:]) != tuple(shapes[view]):
+                raise ValueError(f"the {view} model takes {tuple(model.inputs[0].shape[1:])} but the data give "
+                                 f"{tuple(shapes[view])} (check --radius-channel)")
+        model = cli.build_in_scope(run, combined.build, views["top"], views["side"], views["front"],
+                                   n_classes=args.max_tracks, trainable_branches=False)
+        frozen = cli.train_model(run, model, splits, phase="frozen", epochs=args.epochs)
+        combined.set_branches_trainable(model, True)
+        cli.train_model(run, model, splits, phase="finetune", epochs=args.finetune_epochs,
+                        learning_rate=args.finetune_learning_rate, initial_best=frozen.best_val_loss)
+        cli.report_counting(run, model, splits, title="combined (top + side + front) track counting")
+
+    return cli.run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
