@@ -101,9 +101,18 @@ def main(argv=None) -> int:
         views = model_views(model)
         if views == ("voxel",):
             splits = cli.load_counting(run, three_d=True)
+            test = splits.test
         else:
-            splits = cli.load_counting(run, view=views if len(views) > 1 else views[0])
-        targets, outputs = predict(model, splits.test, log_progress=not args.quiet,
+            # Load all three views, so the test events carry every field the gallery draws (the
+            # split depends only on the seed, the files and the entries: it is the training run's).
+            splits = cli.load_counting(run, view=GALLERY_VIEWS)
+            test = splits.test
+            if len(views) == 1:
+                import tensorflow as tf
+
+                test = test.map(lambda inputs, labels: (inputs[views[0]], labels),
+                                num_parallel_calls=tf.data.AUTOTUNE)
+        targets, outputs = predict(model, test, log_progress=not args.quiet,
                                    total=-(-splits.n_test // args.batch_size))
         labels = cli.counting_labels(args.max_tracks)
         result = snm.counting_metrics(targets, outputs, args.max_tracks, labels)

@@ -184,13 +184,15 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
     ``plateau_patience`` epochs without a lower validation loss). ``early_stopping``: stop after that
     many epochs without improvement (0: never). ``loss_fn(y, p) -> (B,)`` per-example loss;
     ``correct_fn(y, p) -> (B,)`` per-example score averaged as "accuracy". ``optimizer``: default
-    Adam, created under the strategy scope. ``model_path``: where the best model goes (default
+    Adam(``learning_rate``), created under the strategy scope; a given optimizer keeps its own
+    learning rate (unless a schedule sets it). ``model_path``: where the best model goes (default
     ``<out_dir>/model.keras``); ``initial_best``: validation loss the phase must beat to replace it
     (pass the previous phase's ``best_val_loss``).
 
     ``history.json`` holds ``{"epochs": [record, ...]}``, one record per completed epoch of every
     phase: phase, epoch (1-based within the phase), loss, accuracy, val_loss, val_accuracy (None
-    without validation), learning_rate, seconds (wall time of the epoch), samples_per_second.
+    without validation), learning_rate, samples (training examples seen, all workers), seconds (wall
+    time of the epoch), samples_per_second.
     Returns a :class:`TrainResult`.
     """
     import keras
@@ -221,8 +223,9 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
         trainable_variables = model.trainable_variables
         if not trainable_variables:
             raise ValueError(f"phase '{phase}': the model has no trainable variables")
+        own_optimizer = optimizer is None
         with strategy.scope():
-            if optimizer is None:
+            if own_optimizer:
                 optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
             optimizer.build(trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -238,7 +241,7 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
             checkpoint.restore(latest)
             resumed_from = int(epoch_var.numpy())
             say(f"[{phase}] resuming from {latest} after epoch {resumed_from}")
-        if resumed_from == 0:
+        if resumed_from == 0 and own_optimizer:
             optimizer.learning_rate = learning_rate
         # Best weights are kept in memory on every worker (so all workers agree); on resume they
         # come from the best model file of the interrupted run.
@@ -257,12 +260,16 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
         if n_workers > 1:
             # Shards of different sizes must not leave a worker waiting in a collective: repeat
             # the data and agree on one step count.
-            if train_steps is None:
-                raise ValueError("multi-worker training needs n_train and batch_size when the dataset size is unknown")
-            train_steps = agree_steps(strategy, train_steps)
+            # Each worker's batches (of the global size) are re-batched over all replicas in sync,
+            # so a worker consumes batch * local replicas / replicas in sync examples per step.
+            if n_train is None or not batch_size:
+                raise ValueError("multi-worker training needs n_train and batch_size")
+            local_replicas = len(strategy.extended.worker_devices)
+            per_worker = max(1, batch_size * local_replicas // strategy.num_replicas_in_sync)
+            train_steps = agree_steps(strategy, max(1, math.ceil(n_train / per_worker)))
             train_dataset = train_dataset.repeat()
             if validation_dataset is not None:
-                val_steps = agree_steps(strategy, val_steps or 1)
+                val_steps = agree_steps(strategy, max(1, math.ceil((n_validation or 1) / per_worker)))
                 validation_dataset = validation_dataset.repeat()
         if steps_per_epoch:
             train_steps = min(train_steps, steps_per_epoch) if train_steps else steps_per_epoch
@@ -363,7 +370,7 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
                       "accuracy": _clean(trackers["accuracy"].result()),
                       "val_loss": _clean(trackers["val_loss"].result()) if dist_val is not None else None,
                       "val_accuracy": _clean(trackers["val_accuracy"].result()) if dist_val is not None else None,
-                      "learning_rate": current_lr, "seconds": round(seconds, 3),
+                      "learning_rate": current_lr, "samples": int(n_seen), "seconds": round(seconds, 3),
                       "samples_per_second": round(n_seen / max(train_seconds, 1e-9), 1)}
 
             # best model, plateau, early stopping

@@ -1,0 +1,256 @@
+"""Track counting: metrics on hand-computed cases, model builders, every script end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from snemo import metrics as snm
+
+# ------------------------------------------------------------------------------------------------
+# Metrics (no TensorFlow needed)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_counting_metrics_hand_computed():
+    truth = [0, 0, 1, 1]
+    prediction = [0, 1, 1, 1]
+    result = snm.counting_metrics(truth, prediction, 2)
+    assert result["accuracy"] == pytest.approx(0.75)
+    assert result["recall"] == pytest.approx([0.5, 1.0])
+    assert result["precision"] == pytest.approx([1.0, 2 / 3])
+    assert result["support"] == [2, 2]
+    assert result["confusion_matrix"] == [[1, 1], [0, 2]]  # rows true, columns predicted
+    assert result["labels"] == [1, 2]
+    assert result["n_events"] == 4
+
+
+def test_empty_classes_give_nan_not_zero():
+    # Class 2 (3 tracks) never true, class 3 (4 tracks) never true nor predicted.
+    result = snm.counting_metrics(np.array([0, 1, 1]), np.array([0, 2, 1]), 4)
+    assert result["recall"][:2] == pytest.approx([1.0, 0.5])
+    assert math.isnan(result["recall"][2]) and math.isnan(result["recall"][3])
+    assert result["precision"][2] == 0.0  # predicted once, never right
+    assert math.isnan(result["precision"][3])
+    assert all(math.isnan(v) for v in result["confusion_matrix_normalised"][3])
+    empty = snm.counting_metrics([], [], 3)
+    assert math.isnan(empty["accuracy"]) and empty["n_events"] == 0
+
+
+def test_one_hot_and_softmax_inputs_and_bad_classes():
+    truth = np.eye(3)[[0, 1, 2, 2]]
+    scores = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.6, 0.3], [0.0, 0.1, 0.9]])
+    matrix = snm.confusion_matrix(truth, scores, 3)
+    np.testing.assert_array_equal(matrix, [[1, 0, 0], [0, 1, 0], [0, 1, 1]])
+    with pytest.raises(ValueError, match="outside"):
+        snm.confusion_matrix([0, 3], [0, 1], 3)
+    with pytest.raises(ValueError, match="lengths"):
+        snm.confusion_matrix([0, 1], [0], 3)
+
+
+def test_write_metrics_turns_nan_into_null(tmp_path):
+    result = snm.counting_metrics([0, 0], [0, 0], 2)
+    path = snm.write_metrics(tmp_path / "metrics.json", result)
+    data = json.loads(path.read_text())
+    assert data["recall"] == [1.0, None] and data["precision"] == [1.0, None]
+
+
+def test_format_confusion_labels_axes():
+    text = snm.format_confusion([[5, 1], [0, 4]], [1, 2])
+    assert "rows = true" in text and "columns = predicted" in text and "true \\ predicted" in text
+    lines = text.splitlines()
+    assert lines[2].split()[:3] == ["1", "5", "1"] and lines[3].split()[:3] == ["2", "0", "4"]
+    summary = snm.format_counting_summary(snm.counting_metrics([0, 1], [0, 0], 2))
+    assert "accuracy: 50.000%" in summary
+
+
+# ------------------------------------------------------------------------------------------------
+# Model builders
+# ------------------------------------------------------------------------------------------------
+
+
+def test_view_builders_shapes_and_features():
+    pytest.importorskip("tensorflow")
+    from architectures import front, side, top, view3d
+
+    for module, shape, name in ((top, (18, 113, 1), "top"), (side, (30, 113, 1), "side"),
+                                (front, (30, 18, 1), "front"), (view3d, (18, 113, 30, 1), "voxels")):
+        model = module.build(n_classes=4)
+        assert tuple(model.inputs[0].shape[1:]) == shape
+        assert model.layers[0].name == name
+        assert model.output_shape == (None, 4)
+        assert len(model.get_layer("features").output.shape) == 2  # pooled (B, F)
+        assert not any(layer.__class__.__name__ == "Lambda" for layer in model.layers)
+    two_channels = top.build(input_shape=(18, 113, 2), n_classes=3)
+    assert two_channels.output_shape == (None, 3)
+    with pytest.raises(ValueError):
+        top.build(n_classes=1)
+
+
+def test_combined_builder_cuts_at_features_and_round_trips(tmp_path):
+    keras = pytest.importorskip("keras")
+    from architectures import combined, front, side, top
+
+    model = combined.build(top.build(), side.build(), front.build(), n_classes=4)
+    assert sorted(tensor.name.split(":")[0] for tensor in model.inputs) == ["front", "side", "top"]
+    assert model.output_shape == (None, 4)
+    head_only = len(model.trainable_variables)
+    combined.set_branches_trainable(model, True)
+    assert len(model.trainable_variables) > head_only
+    batch = {"top": np.zeros((2, 18, 113, 1), np.float32), "side": np.zeros((2, 30, 113, 1), np.float32),
+             "front": np.zeros((2, 30, 18, 1), np.float32)}
+    # Unfrozen branches keep BatchNorm in inference mode: training and inference agree without dropout.
+    model.get_layer("head_dropout").rate = 0.0
+    np.testing.assert_allclose(model(batch, training=True), model(batch, training=False), atol=1e-5)
+    model.save(tmp_path / "combined.keras")
+    loaded = keras.saving.load_model(tmp_path / "combined.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded(batch), model(batch), atol=1e-5)
+    with pytest.raises(ValueError, match="features"):
+        combined.cut_at_features(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), "x")
+
+
+# ------------------------------------------------------------------------------------------------
+# Scripts end to end on tiny data
+# ------------------------------------------------------------------------------------------------
+
+RUN_FILES = ("model.keras", "history.json", "config.json", "metrics.json", "training_curves.pdf",
+             "training_curves.png", "confusion_matrix.pdf", "confusion_matrix.png")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """Folder with 4 ROOT files of 40 events each, 1..4 tracks."""
+    from snemo.events import from_lists, write_events
+
+    folder = tmp_path_factory.mktemp("tiny_counting")
+    rng = np.random.default_rng(0)
+    try:
+        from my_generator.my_generator import generate
+    except ImportError:
+        generate = None
+    for n_tracks in (1, 2, 3, 4):
+        if generate is not None:
+            batch = generate(40, n_tracks, np.random.default_rng(n_tracks))
+        else:
+            events = []
+            for _ in range(40):
+                hits = rng.integers(3, 8, size=n_tracks)
+                events.append({"grid_layer": rng.integers(0, 9, hits.sum()).tolist(),
+                               "grid_column": rng.integers(0, 113, hits.sum()).tolist(),
+                               "grid_side": rng.integers(0, 2, hits.sum()).tolist(),
+                               "wirez": rng.uniform(-1400, 1400, hits.sum()).tolist(),
+                               "track_split": np.cumsum(hits).tolist()})
+            batch = from_lists(events)
+        write_events(folder / f"tiny_t{n_tracks}.root", batch)
+    return folder
+
+
+def common_flags(data, out, epochs=1):
+    return ["--data", str(data), "--out", str(out), "--epochs", str(epochs), "--batch-size", "32", "--quiet"]
+
+
+def assert_run_folder(out, phases=("train",)):
+    for name in RUN_FILES:
+        assert (out / name).exists(), name
+    assert list((out / "tensorboard").glob("events.out.tfevents*"))
+    for phase in phases:
+        assert list((out / "checkpoints" / phase).glob("*.index"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["n_events"] > 0
+    assert np.array(metrics["confusion_matrix"]).shape == (4, 4)
+    config = json.loads((out / "config.json").read_text())
+    assert config["args"]["epochs"] >= 1 and "strategy" in config
+
+
+@pytest.fixture(scope="module")
+def view_runs(tiny_data, tmp_path_factory):
+    """Train the three view models for one epoch (reused by the combined and plot tests)."""
+    pytest.importorskip("tensorflow")
+    import number_of_tracks_classification as script
+
+    root = tmp_path_factory.mktemp("view_runs")
+    runs = {}
+    for view in ("top", "side", "front"):
+        out = root / view
+        assert script.main(["--view", view] + common_flags(tiny_data, out)) == 0
+        runs[view] = out
+    return runs
+
+
+def test_view_scripts_write_the_run_folder(view_runs, capsys):
+    for out in view_runs.values():
+        assert_run_folder(out)
+        assert len(json.loads((out / "history.json").read_text())["epochs"]) == 1
+
+
+def test_resume_after_first_epoch(tiny_data, tmp_path, capsys):
+    import number_of_tracks_classification as script
+
+    out = tmp_path / "resume"
+    assert script.main(["--view", "top"] + common_flags(tiny_data, out, epochs=1)) == 0
+    capsys.readouterr()
+    assert script.main(["--view", "top"] + common_flags(tiny_data, out, epochs=2)[:-1]) == 0  # not quiet
+    printed = capsys.readouterr().out
+    assert "resuming" in printed and "after epoch 1" in printed
+    assert "accuracy:" in printed and "rows = true" in printed
+    history = json.loads((out / "history.json").read_text())["epochs"]
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert json.loads((out / "config.json").read_text())["resumed"] is True
+
+
+def test_3d_script(tiny_data, tmp_path):
+    pytest.importorskip("tensorflow")
+    import number_of_tracks_classification3D as script
+
+    out = tmp_path / "voxel"
+    assert script.main(common_flags(tiny_data, out) + ["--batch-size", "16"]) == 0
+    assert_run_folder(out)
+
+
+def test_combined_script_two_phases(tiny_data, view_runs, tmp_path):
+    import combined as script
+
+    out = tmp_path / "combined"
+    flags = common_flags(tiny_data, out) + ["--finetune-epochs", "1"]
+    flags += [item for view in ("top", "side", "front") for item in (f"--{view}", str(view_runs[view] / "model.keras"))]
+    assert script.main(flags) == 0
+    assert_run_folder(out, phases=("frozen", "finetune"))
+    history = json.loads((out / "history.json").read_text())["epochs"]
+    assert [(r["phase"], r["epoch"]) for r in history] == [("frozen", 1), ("finetune", 1)]
+    assert history[1]["learning_rate"] == pytest.approx(1e-4, rel=1e-4)
+
+
+def test_combined_missing_model_is_one_line_exit_2(tiny_data, tmp_path, capsys):
+    import combined as script
+
+    status = script.main(common_flags(tiny_data, tmp_path / "c") + ["--top", str(tmp_path / "missing.keras")])
+    assert status == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing.keras" in err and len(err.splitlines()) == 1
+
+
+def test_plot_confusion_script(tiny_data, view_runs, tmp_path, capsys):
+    import plot_confusion as script
+
+    out = tmp_path / "plots"
+    status = script.main(["--model", str(view_runs["top"] / "model.keras"), "--data", str(tiny_data), "--out",
+                          str(out), "--max-gallery", "2", "--quiet"])
+    assert status == 0
+    for name in ("confusion_matrix.pdf", "confusion_matrix.png", "metrics.json"):
+        assert (out / name).exists()
+    wrong = int(capsys.readouterr().out.split(" misclassified")[0].split()[-1])
+    if wrong:
+        assert (out / "misclassified.pdf").exists()
+        assert len(list((out / "misclassified").glob("*.png"))) == min(wrong, 2)
+
+
+@pytest.mark.slow
+def test_demo_runs(tmp_path):
+    """The demo on a capped built-in dataset (generates data/my_generator on first use)."""
+    from snemo import demo
+
+    assert demo.main(["--out", str(tmp_path / "demo"), "--epochs", "1", "--max-events", "2000", "--quiet"]) == 0
+    assert_run_folder(tmp_path / "demo")

@@ -1,0 +1,166 @@
+"""The shared training loop (snemo.training) on tiny synthetic tf.data datasets and tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from snemo import training  # noqa: E402
+
+
+def tiny_data(n=50, seed=0, invert=False, batch=16):
+    """(x, one-hot y) with a learnable rule: class = number of positive features among the first 3 (0..3)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype(np.float32)  # (n, 6)
+    classes = (x[:, :3] > 0).sum(axis=1)
+    if invert:
+        classes = 3 - classes
+    y = np.eye(4, dtype=np.float32)[classes]  # (n, 4)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch), x, y
+
+
+def tiny_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6,), name="x")
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    outputs = keras.layers.Dense(4, activation="softmax", name="count")(hidden)
+    return keras.Model(inputs, outputs)
+
+
+STRATEGY = None
+
+
+def strategy():
+    return tf.distribute.get_strategy()
+
+
+def test_train_writes_history_model_checkpoints_tensorboard(tmp_path):
+    train_ds, _, _ = tiny_data()
+    val_ds, _, _ = tiny_data(seed=1)
+    model = tiny_model()
+    result = training.train(model, train_ds, val_ds, strategy=strategy(), out_dir=tmp_path, epochs=2,
+                            learning_rate=1e-2, quiet=True)
+    history = json.loads((tmp_path / "history.json").read_text())["epochs"]
+    assert [r["epoch"] for r in history] == [1, 2]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "samples"):
+        assert history[0][key] is not None
+    assert history[0]["samples"] == 50
+    assert result.epochs_done == 2 and result.resumed_from == 0
+    assert math.isfinite(result.best_val_loss)
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert loaded.output_shape == (None, 4)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints" / "train")) is not None
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents*"))
+
+
+def test_resume_continues_at_next_epoch(tmp_path):
+    train_ds, _, _ = tiny_data()
+    model = tiny_model()
+    training.train(model, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=1, quiet=True)
+    first = [w.copy() for w in model.get_weights()]
+    # A new process would rebuild the model from scratch: different initial weights.
+    again = tiny_model(seed=5)
+    result = training.train(again, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=3, quiet=True,
+                            restore_best=False)
+    assert result.resumed_from == 1 and result.epochs_done == 3
+    history = training.read_history(tmp_path)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert not np.allclose(again.get_weights()[0], first[0])  # trained on from the restored weights
+    # A third run with the same total has nothing left to do.
+    done = training.train(tiny_model(seed=9), train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=3,
+                          quiet=True)
+    assert done.resumed_from == 3 and len(training.read_history(tmp_path)) == 3
+
+
+def test_phases_resume_independently(tmp_path):
+    train_ds, _, _ = tiny_data()
+    model = tiny_model()
+    training.set_trainable(model, False, ["hidden"])
+    assert len(model.trainable_variables) == 2
+    first = training.train(model, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=1,
+                           phase="frozen", quiet=True)
+    training.set_trainable(model, True, ["hidden"])
+    training.train(model, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=1, phase="finetune",
+                   learning_rate=1e-4, initial_best=first.best_val_loss, quiet=True)
+    history = training.read_history(tmp_path)
+    assert [(r["phase"], r["epoch"]) for r in history] == [("frozen", 1), ("finetune", 1)]
+    assert math.isclose(history[1]["learning_rate"], 1e-4, rel_tol=1e-5)
+    # Restart both phases with one more fine-tuning epoch: frozen is complete, finetune resumes.
+    model2 = tiny_model(seed=3)
+    training.set_trainable(model2, False, ["hidden"])
+    again = training.train(model2, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=1,
+                           phase="frozen", quiet=True)
+    assert again.resumed_from == 1
+    training.set_trainable(model2, True, ["hidden"])
+    tuned = training.train(model2, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=2,
+                           phase="finetune", learning_rate=1e-4, initial_best=again.best_val_loss, quiet=True)
+    assert tuned.resumed_from == 1
+    assert [(r["phase"], r["epoch"]) for r in training.read_history(tmp_path)] == [
+        ("frozen", 1), ("finetune", 1), ("finetune", 2)]
+
+
+def test_loss_is_the_mean_over_examples_with_a_short_last_batch(tmp_path):
+    data, x, y = tiny_data(n=50, batch=16)  # batches of 16, 16, 16, 2
+    model = tiny_model()
+    expected = float(np.mean(keras.losses.categorical_crossentropy(y, model(x, training=False)).numpy()))
+    optimizer = keras.optimizers.SGD(learning_rate=1e-12)
+    training.train(model, data, data, strategy=strategy(), out_dir=tmp_path, epochs=1, optimizer=optimizer,
+                   quiet=True)
+    record = training.read_history(tmp_path)[0]
+    assert record["val_loss"] == pytest.approx(expected, rel=1e-4)
+    assert record["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_early_stopping_and_plateau(tmp_path):
+    train_ds, _, _ = tiny_data(n=200, batch=20)
+    val_ds, _, _ = tiny_data(n=100, seed=1, invert=True)  # learning the rule makes this loss grow
+    model = tiny_model()
+    result = training.train(model, train_ds, val_ds, strategy=strategy(), out_dir=tmp_path, epochs=10,
+                            learning_rate=5e-2, early_stopping=2, lr_schedule="plateau", plateau_patience=1,
+                            quiet=True)
+    assert result.stopped_early and result.epochs_done < 10
+    history = training.read_history(tmp_path)
+    assert history[-1]["learning_rate"] < history[0]["learning_rate"]
+    # A restart of a stopped phase trains no more.
+    again = training.train(tiny_model(), train_ds, val_ds, strategy=strategy(), out_dir=tmp_path, epochs=10,
+                           early_stopping=2, quiet=True)
+    assert again.epochs_done == result.epochs_done
+
+
+def test_cosine_schedule_and_steps_cap(tmp_path):
+    train_ds, _, _ = tiny_data(n=64, batch=8)
+    model = tiny_model()
+    training.train(model, train_ds, None, strategy=strategy(), out_dir=tmp_path, epochs=3, learning_rate=1e-2,
+                   lr_schedule="cosine", min_lr_fraction=0.1, steps_per_epoch=2, quiet=True)
+    history = training.read_history(tmp_path)
+    assert [r["samples"] for r in history] == [16, 16, 16]
+    assert history[0]["learning_rate"] == pytest.approx(1e-2, rel=1e-5)
+    assert history[2]["learning_rate"] == pytest.approx(1e-3, rel=1e-4)
+    assert history[0]["val_loss"] is None
+    assert (tmp_path / "model.keras").exists()  # no validation: the final model is saved
+
+
+def test_bad_arguments_raise_value_error(tmp_path):
+    train_ds, _, _ = tiny_data()
+    with pytest.raises(ValueError, match="lr_schedule"):
+        training.train(tiny_model(), train_ds, None, strategy=strategy(), out_dir=tmp_path, epochs=1,
+                       lr_schedule="linear")
+    frozen = tiny_model()
+    frozen.trainable = False
+    with pytest.raises(ValueError, match="no trainable variables"):
+        training.train(frozen, train_ds, None, strategy=strategy(), out_dir=tmp_path, epochs=1)
+
+
+def test_predict_keeps_dataset_order():
+    data, x, y = tiny_data(n=20, batch=6)
+    model = tiny_model()
+    targets, outputs = training.predict(model, data)
+    assert targets.shape == (20, 4) and outputs.shape == (20, 4)
+    np.testing.assert_array_equal(targets, y)
+    np.testing.assert_allclose(outputs, model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
