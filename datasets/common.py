@@ -36,8 +36,10 @@ entries), so a capped dataset still spans every file.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -45,7 +47,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from datasets import views
-from snemo.events import EventBatch, iterate_events, read_events
+from snemo.events import EventBatch, iterate_events, offsets_from_counts, read_events
 
 SPLIT_NAMES = ("train", "validation", "test")
 COMMON_DEFAULTS = dict(batch_size=256, split=(0.8, 0.1, 0.1), split_by="event", seed=0, shuffle=True, cache=False,
@@ -80,10 +82,14 @@ class Task:
 
     ``fields``: event branches to read. ``convert(examples) -> (inputs, labels)``: NumPy arrays
     for a batch of examples. ``signature(batch_dim) -> (inputs spec, labels spec)``: the matching
-    ``tf.TensorSpec`` structure. ``keep(events) -> (n,) bool``: events with a valid label (None:
+    ``tf.TensorSpec`` structure as ``convert`` returns it; uint8 arrays (0/1 images) are cast to
+    float32 in the pipeline, so datasets always give float32 images. ``keep(events) -> (n,) bool``: events with a valid label (None:
     all). ``keep_rule``: words for the events that fail ``keep`` (for errors). ``to_examples(events)
-    -> EventBatch``: events -> examples (None: one example per event). ``n_examples(events) -> (n,)``:
-    examples per event (None: 1). ``info``: copied into :attr:`Splits.info`.
+    -> EventBatch``: events -> examples (None: one example per event). ``compact(examples) ->
+    EventBatch``: the examples with only what ``convert`` needs, precomputed once (e.g. per-hit
+    pixel indices in int16 instead of three branches), so the per-batch work is one scatter (None:
+    the examples themselves). ``n_examples(events) -> (n,)``: examples per event (None: 1).
+    ``info``: copied into :attr:`Splits.info`.
     """
 
     name: str
@@ -93,6 +99,7 @@ class Task:
     keep: Callable[[EventBatch], np.ndarray] | None = None
     keep_rule: str = ""
     to_examples: Callable[[EventBatch], EventBatch] | None = None
+    compact: Callable[[EventBatch], EventBatch] | None = None
     n_examples: Callable[[EventBatch], np.ndarray] | None = None
     info: dict = field(default_factory=dict)
 
@@ -108,19 +115,21 @@ def parse_views(view, allowed=("top", "side", "front")) -> tuple[str, ...]:
     return names
 
 
-def view_inputs(batch: EventBatch, names: tuple[str, ...], radius_channel: bool):
-    """Model inputs: one (n, H, W, C) array for one view, a dict name -> array for several."""
+def view_inputs(compact_batch: EventBatch, names: tuple[str, ...], radius_channel: bool):
+    """Model inputs from a :func:`views.compact` batch: one (n, H, W, C) array for one view, a dict
+    name -> array for several. Wire format: uint8 0/1 for C = 1, float32 for C = 2."""
     if len(names) == 1:
-        return views.make_view(batch, names[0], radius_channel)
-    return {name: views.make_view(batch, name, radius_channel) for name in names}
+        return views.compact_view(compact_batch, names[0], radius_channel, dtype=np.uint8)
+    return {name: views.compact_view(compact_batch, name, radius_channel, dtype=np.uint8) for name in names}
 
 
 def view_specs(names: tuple[str, ...], radius_channel: bool, batch_dim):
-    """``tf.TensorSpec`` structure matching :func:`view_inputs`."""
+    """Wire ``tf.TensorSpec`` structure matching :func:`view_inputs` (uint8 is cast to float32 later)."""
     import tensorflow as tf
 
     channels = 2 if radius_channel else 1
-    specs = {name: tf.TensorSpec((batch_dim,) + views.VIEW_SHAPES[name] + (channels,), tf.float32) for name in names}
+    dtype = tf.float32 if radius_channel else tf.uint8
+    specs = {name: tf.TensorSpec((batch_dim,) + views.VIEW_SHAPES[name] + (channels,), dtype) for name in names}
     return specs[names[0]] if len(names) == 1 else specs
 
 
@@ -131,6 +140,18 @@ def slice_batch(batch: EventBatch, start: int, stop: int) -> EventBatch:
     return EventBatch(batch.hit_offsets[start:stop + 1] - h0, {k: v[h0:h1] for k, v in batch.hits.items()},
                       batch.track_offsets[start:stop + 1] - t0, {k: v[t0:t1] for k, v in batch.tracks.items()},
                       files=batch.files, file_index=batch.file_index[start:stop], entry=batch.entry[start:stop])
+
+
+def select(batch: EventBatch, mask: np.ndarray) -> EventBatch:
+    """Events where ``mask`` (n,) is True, in order; cheaper than ``batch.take`` for ordered subsets."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.all():
+        return batch
+    hit_mask = np.repeat(mask, batch.n_hits)
+    track_mask = np.repeat(mask, batch.n_tracks)
+    return EventBatch(offsets_from_counts(batch.n_hits[mask]), {k: v[hit_mask] for k, v in batch.hits.items()},
+                      offsets_from_counts(batch.n_tracks[mask]), {k: v[track_mask] for k, v in batch.tracks.items()},
+                      files=batch.files, file_index=batch.file_index[mask], entry=batch.entry[mask])
 
 
 def track_hit_ranges(batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +173,7 @@ def tracks_as_events(batch: EventBatch) -> EventBatch:
     dropped); ``track_split`` is the track's hit count, ``file_index`` / ``entry`` are those of the
     parent event. Vectorised.
     """
-    from snemo.events import _ranges, offsets_from_counts
+    from snemo.events import _ranges
 
     start, count = track_hit_ranges(batch)
     keep = count > 0
@@ -298,13 +319,6 @@ def _rebatch(chunks: Iterator[EventBatch], batch_size: int, drop_remainder: bool
         yield pending
 
 
-def _memory_chunks(examples: EventBatch, order: np.ndarray | None, chunk: int) -> Iterator[EventBatch]:
-    """Chunks of examples in ``order`` (None: stored order, no copy)."""
-    for start in range(0, len(examples), chunk):
-        stop = min(start + chunk, len(examples))
-        yield slice_batch(examples, start, stop) if order is None else examples.take(order[start:stop])
-
-
 def _stream_chunks(task: Task, files: list[str], codes: list[np.ndarray], code: int, *, chunk: int, n_open: int,
                    rng: np.random.Generator | None, max_per_file: list[int]) -> Iterator[EventBatch]:
     """Example chunks of split ``code`` read from ``files`` ``n_open`` at a time, round-robin.
@@ -323,11 +337,10 @@ def _stream_chunks(task: Task, files: list[str], codes: list[np.ndarray], code: 
             first = int(events.entry[0])
             if first >= stop:
                 return
-            selected = np.flatnonzero(codes[i][first:first + len(events)] == code)
-            selected = selected[selected < stop - first]
-            if len(selected):
-                part = events.take(selected)
-                yield task.to_examples(part) if task.to_examples else part
+            selected = codes[i][first:first + len(events)] == code
+            selected[max(0, stop - first):] = False
+            if selected.any():
+                yield _prepare(task, select(events, selected))
 
     slots = [reader(i) for i in todo[:n_open]]
     waiting = todo[n_open:]
@@ -348,21 +361,104 @@ def _stream_chunks(task: Task, files: list[str], codes: list[np.ndarray], code: 
         yield merged if rng is None else merged.take(rng.permutation(len(merged)))
 
 
-def _make_dataset(task: Task, batch_iter_factory: Callable[[int], Iterator[EventBatch]], n_examples: int, *,
-                  batch_size: int, drop_remainder: bool, cache: bool, reshuffle: bool, seed: int):
-    """tf.data.Dataset over whole batches converted by ``task.convert``; cardinality is set."""
+def _examples(task: Task, events: EventBatch) -> EventBatch:
+    return task.to_examples(events) if task.to_examples else events
+
+
+def _prepare(task: Task, events: EventBatch) -> EventBatch:
+    examples = _examples(task, events)
+    return task.compact(examples) if task.compact else examples
+
+
+def _converter(task: Task, batch_dim):
+    """``to_tensors(fetch, *args)``: runs ``fetch(*args) -> compact batch`` and ``task.convert`` in a
+    ``tf.numpy_function`` and gives back the (inputs, labels) structure of ``task.signature`` (the
+    wire format); uint8 outputs (0/1 images, a quarter of the bytes) become float32 here."""
     import tensorflow as tf
 
-    epoch = [0]
+    signature = task.signature(batch_dim)
+    flat_specs = tf.nest.flatten(signature)
 
-    def generator():
-        epoch[0] += 1
-        for examples in batch_iter_factory(epoch[0]):
-            yield task.convert(examples)
+    def to_tensors(fetch, *args):
+        def run(*values):
+            return [np.asarray(a) for a in tf.nest.flatten(task.convert(fetch(*values)))]
 
-    batch_dim = batch_size if drop_remainder else None
-    dataset = tf.data.Dataset.from_generator(generator, output_signature=task.signature(batch_dim))
+        outputs = tf.numpy_function(run, list(args), [spec.dtype for spec in flat_specs], stateful=False)
+        outputs = [tf.ensure_shape(out, spec.shape) for out, spec in zip(outputs, flat_specs)]
+        outputs = [tf.cast(out, tf.float32) if out.dtype == tf.uint8 else out for out in outputs]  # 0/1 images
+        return tf.nest.pack_sequence_as(signature, outputs)
+
+    return to_tensors
+
+
+def _memory_dataset(task: Task, store: EventBatch, *, batch_size: int, drop_remainder: bool, shuffle: bool,
+                    seed: int):
+    """Batches of the in-memory compact examples ``store``, converted in parallel numpy_function calls.
+
+    With ``shuffle``, every iteration (epoch) draws a new random key from ``Dataset.random`` (seeded,
+    so the sequence of epochs is repeatable) and the batches gather the events of the permutation
+    of that key. Returns (dataset, number of batches).
+    """
+    import tensorflow as tf
+
+    n = len(store)
+    n_batches = n // batch_size if drop_remainder else math.ceil(n / batch_size)
+    to_tensors = _converter(task, batch_size if drop_remainder else None)
+    permutations: dict[int, np.ndarray] = {}
+    lock = threading.Lock()
+
+    def fetch(key, index):
+        start, stop = int(index) * batch_size, min(int(index) * batch_size + batch_size, n)
+        if not shuffle:
+            return slice_batch(store, start, stop)
+        with lock:
+            order = permutations.get(int(key))
+            if order is None:
+                order = np.random.default_rng([seed, int(key) & 0xFFFFFFFF]).permutation(n)
+                permutations.clear()  # one epoch at a time
+                permutations[int(key)] = order
+        return store.take(order[start:stop])
+
+    if shuffle:
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        plan = keys.flat_map(lambda key: tf.data.Dataset.range(n_batches).map(lambda i: (key, i)))
+    else:
+        plan = tf.data.Dataset.range(n_batches).map(lambda i: (tf.constant(0, tf.int64), i))
+    dataset = plan.map(lambda key, i: to_tensors(fetch, key, i), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset, n_batches
+
+
+def _stream_dataset(task: Task, batches_factory: Callable[[int], Iterator[EventBatch]], n_examples: int, *,
+                    batch_size: int, drop_remainder: bool):
+    """Batches planned by a Python generator (reading files), converted in parallel numpy_function calls.
+
+    The generator yields small integer keys of compact batches it parks in a dict; the conversion
+    takes them out, so only the batches in flight are held. Returns (dataset, number of batches).
+    """
+    import tensorflow as tf
+
     n_batches = n_examples // batch_size if drop_remainder else math.ceil(n_examples / batch_size)
+    to_tensors = _converter(task, batch_size if drop_remainder else None)
+    parked: dict[int, EventBatch] = {}
+    counter = itertools.count()
+    epoch = itertools.count(1)
+
+    def keys():
+        for batch in batches_factory(next(epoch)):
+            key = next(counter)
+            parked[key] = batch
+            yield key
+
+    dataset = tf.data.Dataset.from_generator(keys, output_signature=tf.TensorSpec((), tf.int64))
+    dataset = dataset.map(lambda key: to_tensors(lambda k: parked.pop(int(k)), key),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset, n_batches
+
+
+def _finish(dataset, n_batches: int, *, cache: bool, reshuffle: bool, seed: int):
+    """Cardinality, optional cache (+ batch-level reshuffle), prefetch, auto-sharding off."""
+    import tensorflow as tf
+
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
     if cache:
         dataset = dataset.cache()
@@ -441,7 +537,8 @@ def build_splits(task: Task, source, *, batch_size=256, split=(0.8, 0.1, 0.1), s
                 return _rebatch(chunks, batch_size, drop_remainder)
             return factory
 
-        factories = [factory_for(k) for k in range(3)]
+        built = [_stream_dataset(task, factory_for(k), n_examples[k], batch_size=batch_size,
+                                 drop_remainder=drop_remainder) for k in range(3)]
         test_events = None
     else:
         batches, skipped, keeps = [], {}, []
@@ -457,27 +554,21 @@ def build_splits(task: Task, source, *, batch_size=256, split=(0.8, 0.1, 0.1), s
         del batches
         codes = plan_events(files, n_per_file, np.concatenate(keeps), split=split, split_by=split_by, seed=seed,
                             shard=shard)
-        examples = []
+        examples, test_events = [], None
         for k in range(3):
-            part = everything.take(np.flatnonzero(codes == k))
-            examples.append(task.to_examples(part) if task.to_examples else part)
+            part = _examples(task, select(everything, codes == k))
+            if k == 2:
+                test_events = part
+            examples.append(task.compact(part) if task.compact else part)
+            del part
         del everything
         n_examples = [len(e) for e in examples]
 
-        def factory_for(code):
-            def factory(epoch):
-                data = examples[code]
-                order = None
-                if code == 0 and shuffle and not cache:
-                    order = np.random.default_rng([seed, epoch]).permutation(len(data))
-                return _rebatch(_memory_chunks(data, order, chunk), batch_size, drop_remainder)
-            return factory
+        built = [_memory_dataset(task, examples[k], batch_size=batch_size, drop_remainder=drop_remainder,
+                                 shuffle=(k == 0 and shuffle and not cache), seed=seed) for k in range(3)]
 
-        factories = [factory_for(k) for k in range(3)]
-        test_events = examples[2]
-
-    datasets = [_make_dataset(task, factories[k], n_examples[k], batch_size=batch_size, drop_remainder=drop_remainder,
-                              cache=cache, reshuffle=(k == 0 and shuffle), seed=seed) for k in range(3)]
+    datasets = [_finish(dataset, n_batches, cache=cache, reshuffle=(k == 0 and shuffle), seed=seed)
+                for k, (dataset, n_batches) in enumerate(built)]
     info = dict(task.info)
     info.update(task=task.name, files=files, split=tuple(split), split_by=split_by, seed=seed, shard=tuple(shard),
                 streaming=streaming, batch_size=batch_size)

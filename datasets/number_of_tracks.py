@@ -39,9 +39,14 @@ def counting_task(name: str, view_names: tuple[str, ...], max_tracks: int, radiu
     def keep(events: EventBatch) -> np.ndarray:
         return (events.n_tracks >= 1) & (events.n_tracks <= max_tracks)
 
-    def convert(events: EventBatch):
-        return (common.view_inputs(events, view_names, radius_channel),
-                one_hot_counts(events.n_tracks, max_tracks))  # (B, max_tracks)
+    def compact(events: EventBatch) -> EventBatch:
+        small = views.compact(events, view_names, radius_channel)
+        small.tracks = {}  # the label is the number of tracks: the track offsets suffice
+        return small
+
+    def convert(small: EventBatch):
+        return (common.view_inputs(small, view_names, radius_channel),
+                one_hot_counts(small.n_tracks, max_tracks))  # (B, max_tracks)
 
     def signature(batch_dim):
         return (common.view_specs(view_names, radius_channel, batch_dim),
@@ -52,7 +57,7 @@ def counting_task(name: str, view_names: tuple[str, ...], max_tracks: int, radiu
                 class_names=[f"{k} track{'s' if k > 1 else ''}" for k in range(1, max_tracks + 1)],
                 max_tracks=max_tracks, radius_channel=radius_channel)
     return common.Task(name=name, fields=views.fields_for(view_names, radius_channel), convert=convert,
-                       signature=signature, keep=keep, keep_rule=f"0 or more than {max_tracks} tracks", info=info)
+                       signature=signature, keep=keep, compact=compact, keep_rule=f"0 or more than {max_tracks} tracks", info=info)
 
 
 def load(source, *, view="top", max_tracks: int = 4, radius_channel: bool = False, **options) -> Splits:

@@ -66,9 +66,16 @@ def _check_name(name: str) -> str:
 # ------------------------------------------------------------------------------------------------
 # Per-hit pixel indices (flat index inside one image), from flat hit arrays
 # ------------------------------------------------------------------------------------------------
+# geometry.top_row of every (side, layer), looked up by side * 9 + layer: same numbers, 10x faster on
+# millions of hits than evaluating it per hit in int64.
+_ROW_OF_SIDE_LAYER = geo.top_row(np.repeat(np.arange(geo.N_SIDES), geo.N_LAYERS),
+                                 np.tile(np.arange(geo.N_LAYERS), geo.N_SIDES)).astype(np.int32)
+
+
 def _row(side, layer) -> np.ndarray:
-    """Top-view row of each hit, int32 (geometry.top_row in a narrow dtype)."""
-    return geo.top_row(side, layer).astype(np.int32)
+    """Top-view row of each hit, int32 (geometry.top_row through a lookup table)."""
+    key = np.asarray(side, dtype=np.int32) * geo.N_LAYERS + np.asarray(layer, dtype=np.int32)
+    return _ROW_OF_SIDE_LAYER[key]
 
 
 def top_pixels(side, layer, column) -> np.ndarray:
@@ -117,8 +124,8 @@ def top_pixel_index(batch: EventBatch) -> np.ndarray:
 # The scatter
 # ------------------------------------------------------------------------------------------------
 def scatter(pixels: np.ndarray, hit_offsets: np.ndarray, size: int, values: np.ndarray | None = None,
-            mask: np.ndarray | None = None) -> np.ndarray:
-    """Images (n_events, size) float32 from per-hit flat pixels with one vectorised assignment.
+            mask: np.ndarray | None = None, dtype=np.float32) -> np.ndarray:
+    """Images (n_events, size) of ``dtype`` (float32) from per-hit flat pixels with one vectorised assignment.
 
     ``pixels``: (n_hits,) pixel of each hit inside its event's image; ``hit_offsets``: (n + 1,)
     start of each event's hits (need not start at 0). ``values``: (n_hits,) pixel values (default
@@ -133,7 +140,7 @@ def scatter(pixels: np.ndarray, hit_offsets: np.ndarray, size: int, values: np.n
     if mask is not None:
         flat = flat[mask]
         values = None if values is None else values[mask]
-    out = np.zeros(n_events * size, dtype=np.float32)
+    out = np.zeros(n_events * size, dtype=dtype)
     if values is None:
         out[flat] = 1.0
     elif len(flat):
@@ -178,16 +185,65 @@ def make_view(batch: EventBatch, name: str, radius_channel: bool = False) -> np.
     C = 1: 1.0 where a cell has a hit. C = 2 (``radius_channel``): the second channel is the drift
     radius / 22 mm at hit cells (the largest where two hits share a pixel), 0 elsewhere.
     """
+    radius = batch.hits["radius"] if radius_channel else None
+    return view_from_pixels(pixel_index(batch, name), batch.hit_offsets, name, radius)
+
+
+def view_from_pixels(pixels: np.ndarray, hit_offsets: np.ndarray, name: str, radius: np.ndarray | None = None,
+                     dtype=np.float32):
+    """(n, H, W, C) images of view ``name`` from per-hit pixels (see :func:`pixel_index`).
+
+    ``radius``: per-hit drift radius in mm for the second channel (C = 2, always float32), or None
+    (C = 1, of ``dtype``).
+    """
     shape = VIEW_SHAPES[_check_name(name)]
-    n = len(batch)
-    if not radius_channel:
-        return _image(batch, name).reshape((n,) + shape + (1,))  # (n, H, W, 1)
     size = view_size(name)
-    pixels = pixel_index(batch, name)
-    hit = scatter(pixels, batch.hit_offsets, size)  # (n, size)
-    radius = np.asarray(batch.hits["radius"], dtype=np.float32) / np.float32(geo.MAX_DRIFT_RADIUS)
-    drift = scatter(pixels, batch.hit_offsets, size, values=radius)  # (n, size)
+    n = len(hit_offsets) - 1
+    hit = scatter(pixels, hit_offsets, size, dtype=np.float32 if radius is not None else dtype)  # (n, size)
+    if radius is None:
+        return hit.reshape((n,) + shape + (1,))  # (n, H, W, 1)
+    scaled = np.asarray(radius, dtype=np.float32) / np.float32(geo.MAX_DRIFT_RADIUS)
+    drift = scatter(pixels, hit_offsets, size, values=scaled)  # (n, size)
     return np.stack([hit, drift], axis=-1).reshape((n,) + shape + (2,))  # (n, H, W, 2)
+
+
+def pixel_dtype(name: str) -> np.dtype:
+    """Narrowest unsigned-safe integer dtype that holds the pixel indices of view ``name``."""
+    return np.dtype(np.int16) if view_size(name) <= np.iinfo(np.int16).max else np.dtype(np.uint16)
+
+
+def compact(batch: EventBatch, names, radius_channel: bool = False, hit_masks: dict | None = None) -> EventBatch:
+    """The batch reduced to what the views ``names`` need: per-hit pixels, precomputed once.
+
+    Returns an :class:`EventBatch` with the same events and tracks whose ``hits`` hold, for each
+    view, its per-hit pixel index under the view's name (int16, uint16 for voxel), plus
+    ``radius`` (mm) when ``radius_channel`` and the boolean arrays of ``hit_masks``. Taking,
+    slicing and scattering it is much cheaper than working from the branches.
+    Use :func:`compact_view` to make images from it.
+    """
+    names = (names,) if isinstance(names, str) else tuple(names)
+    h = batch.hits
+    row = _row(h["grid_side"], h["grid_layer"]) if {"top", "front", "voxel"} & set(names) else None
+    zbin = geo.z_bin(h["wirez"]).astype(np.int32) if {"side", "front", "voxel"} & set(names) else None
+    column = np.asarray(h["grid_column"], dtype=np.int32) if {"top", "side", "voxel"} & set(names) else None
+    pixels = {"top": lambda: row * geo.N_COLUMNS + column, "side": lambda: zbin * geo.N_COLUMNS + column,
+              "front": lambda: zbin * geo.TOP_ROWS + row,
+              "voxel": lambda: (row * geo.N_COLUMNS + column) * geo.N_Z_BINS + zbin}
+    hits = {name: pixels[_check_name(name)]().astype(pixel_dtype(name)) for name in names}
+    if radius_channel:
+        hits["radius"] = np.asarray(batch.hits["radius"], dtype=np.float32)
+    hits.update(hit_masks or {})
+    return EventBatch(batch.hit_offsets, hits, batch.track_offsets, dict(batch.tracks), files=batch.files,
+                      file_index=batch.file_index, entry=batch.entry)
+
+
+def compact_view(compact_batch: EventBatch, name: str, radius_channel: bool = False, dtype=np.float32) -> np.ndarray:
+    """(n, H, W, C) images of view ``name`` from a batch made by :func:`compact`.
+
+    ``dtype`` applies to C = 1 images (np.uint8 for the loaders' wire format); C = 2 is float32.
+    """
+    radius = compact_batch.hits["radius"] if radius_channel else None
+    return view_from_pixels(compact_batch.hits[name], compact_batch.hit_offsets, name, radius, dtype)
 
 
 def track_image(batch: EventBatch, mask: np.ndarray, name: str = "top") -> np.ndarray:

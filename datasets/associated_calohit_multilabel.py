@@ -1,0 +1,91 @@
+"""Calorimeter association, multi-label: an unclustered event -> the set of its tracks' grid cells.
+
+Inputs: the event's view(s) as in :mod:`datasets.number_of_tracks` (default top, (B, 18, 113, C)).
+Targets (B, 660) float32 over both sides' grids, index ``side * 330 + row * 22 + column``:
+
+* ``target="sigmoid"``: multi-hot, 1.0 at every cell hit by at least one track (binary
+  cross-entropy);
+* ``target="softmax"``: the number of tracks in each cell divided by the event's number of tracks,
+  so each row sums to 1 (two tracks in one cell give it 2/k) (softmax + categorical cross-entropy).
+
+Decoding takes the top k cells, k = the number of tracks: with ``with_n_tracks=True`` each element
+is ``(inputs, targets, n_tracks)`` (int32 (B,); do not pass such a dataset to ``model.fit``, which
+would read the third element as sample weights); in any case ``info["n_tracks_test"]`` holds k
+for every test example, in dataset order, and ``Splits.test_events`` the test events.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datasets import common, views
+from datasets.associated_calohit_singlelabel import CALO_FIELDS, grid_class_names
+from datasets.common import Splits
+from snemo import geometry as geo
+from snemo.events import EventBatch
+
+N_TARGETS = geo.N_SIDES * geo.CALO_GRID_CELLS  # 660
+
+
+def cell_counts(events: EventBatch) -> np.ndarray:
+    """Tracks per grid cell of both sides, (n, 660) float32; index side * 330 + grid index."""
+    cell = events.calo_side.astype(np.int64) * geo.CALO_GRID_CELLS + geo.calo_grid_index(events.calo_column,
+                                                                                          events.calo_row)
+    flat = events.track_event_index() * N_TARGETS + cell  # (n_tracks,) index into (n * 660,)
+    return np.bincount(flat, minlength=len(events) * N_TARGETS).astype(np.float32).reshape(len(events), N_TARGETS)
+
+
+def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = False, with_n_tracks: bool = False,
+         **options) -> Splits:
+    """Train / validation / test datasets of (event view(s), cell targets (B, 660)).
+
+    ``view``: "top" | "side" | "front" or a tuple (dict inputs). ``target``: "sigmoid" (multi-hot)
+    or "softmax" (counts / number of tracks). ``with_n_tracks``: add the number of tracks as a
+    third element (int32 (B,)). Events without tracks have no target: ValueError unless
+    ``skip_out_of_range=True``. ``options``: the common loader arguments (see
+    :func:`datasets.common.build_splits`).
+    """
+    import tensorflow as tf
+
+    if target not in ("sigmoid", "softmax"):
+        raise ValueError(f"target must be 'sigmoid' or 'softmax', got {target!r}")
+    names = common.parse_views(view, allowed=("top", "side", "front"))
+
+    def keep(events: EventBatch) -> np.ndarray:
+        return events.n_tracks >= 1
+
+    def compact(events: EventBatch) -> EventBatch:
+        small = views.compact(events, names, radius_channel)
+        small.tracks = {"cell": (events.calo_side.astype(np.int64) * geo.CALO_GRID_CELLS
+                                 + geo.calo_grid_index(events.calo_column, events.calo_row)).astype(np.int16)}
+        return small
+
+    def convert(small: EventBatch):
+        n_tracks = small.n_tracks
+        flat = small.track_event_index() * N_TARGETS + small.tracks["cell"]
+        counts = np.bincount(flat, minlength=len(small) * N_TARGETS).reshape(len(small), N_TARGETS)  # (B, 660)
+        if target == "sigmoid":
+            targets = np.minimum(counts, 1).astype(np.float32)
+        else:
+            targets = (counts / n_tracks[:, None]).astype(np.float32)
+        inputs = common.view_inputs(small, names, radius_channel)
+        if with_n_tracks:
+            return inputs, targets, n_tracks.astype(np.int32)
+        return inputs, targets
+
+    def signature(batch_dim):
+        specs = (common.view_specs(names, radius_channel, batch_dim), tf.TensorSpec((batch_dim, N_TARGETS), tf.float32))
+        return specs + (tf.TensorSpec((batch_dim,), tf.int32),) if with_n_tracks else specs
+
+    channels = 2 if radius_channel else 1
+    info = dict(views=names, shapes={v: views.VIEW_SHAPES[v] + (channels,) for v in names}, target=target,
+                n_classes=N_TARGETS,
+                class_names=[f"s{s}{name}" for s in range(geo.N_SIDES) for name in grid_class_names()],
+                with_n_tracks=with_n_tracks)
+    task = common.Task(name="associated_calohit_multilabel", fields=views.fields_for(names, radius_channel) + CALO_FIELDS,
+                       convert=convert, signature=signature, keep=keep, keep_rule="no track", compact=compact,
+                       info=info)
+    splits = common.build_splits(task, source, **options)
+    if splits.test_events is not None:
+        splits.info["n_tracks_test"] = splits.test_events.n_tracks.copy()
+    return splits
