@@ -345,16 +345,21 @@ def _sum_over_workers(run: Run, matrix):
     return np.rint(total().numpy()).astype(np.int64)
 
 
+def one_line(err: BaseException) -> str:
+    """The error message on one line (messages quoted from uproot or TensorFlow may hold newlines)."""
+    return " ".join(str(err).split())
+
+
 def run_main(body: Callable[[], int | None]) -> int:
     """Run a script body; print bad input / device / value errors as one line on stderr, return 2."""
     try:
         status = body()
     except (EventFileError, StrategyError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except ValueError as err:  # bad values of flags or data; SNEMO_DEBUG=1 shows the traceback
         if os.environ.get("SNEMO_DEBUG"):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     return 0 if status is None else int(status)

@@ -1,0 +1,255 @@
+"""Command line shared by the scripts: flags, one-line errors with exit status 2, device strategies, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from snemo import cli, strategy as snstrategy
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = ("number_of_tracks_classification", "number_of_tracks_classification3D", "combined", "plot_confusion")
+
+
+def run_python(args, *, env=None, timeout=300, **kwargs):
+    """Run the venv's Python in the repository with PYTHONPATH set; returns CompletedProcess (text)."""
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    full_env.update(env or {})
+    return subprocess.run([sys.executable] + list(args), cwd=REPO, env=full_env, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def real_stderr_lines(text):
+    """Stderr lines that are not TensorFlow/absl start-up noise."""
+    noise = ("WARNING: All log messages", "I0000", "E0000", "W0000")
+    return [line for line in text.splitlines() if line.strip() and not line.startswith(noise)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Flags (no TensorFlow)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_help_is_fast_and_does_not_import_tensorflow():
+    code = ("import sys, importlib\n"
+            f"for name in {SCRIPTS!r}:\n"
+            "    importlib.import_module(name).build_parser().format_help()\n"
+            "import snemo.demo; snemo.demo.build_parser().format_help()\n"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    result = run_python(["-c", code])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--no-such-flag"], "unrecognized arguments"),
+    (["--OneDeviceStrategy", "/cpu:0", "--MultiWorkerMirroredStrategy"], "not allowed with"),
+    (["--epochs", "-1"], "--epochs"),
+    (["--view", "diagonal"], "invalid choice"),
+])
+def test_wrong_flag_is_one_line_and_exit_2(flags, message):
+    result = run_python(["number_of_tracks_classification.py"] + flags)
+    assert result.returncode == 2
+    lines = real_stderr_lines(result.stderr)
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_shared_defaults():
+    import number_of_tracks_classification as script
+
+    args = script.build_parser().parse_args([])
+    assert args.max_tracks == 4 and args.data is None and args.dataset_kind == "my_generator"
+    assert args.view == "top" and args.split_by == "event" and not args.streaming
+    assert args.OneDeviceStrategy is None and args.MirroredStrategy is None and not args.MultiWorkerMirroredStrategy
+    args = script.build_parser().parse_args(["--MirroredStrategy", "/gpu:0", "/gpu:1", "--data", "a.root", "b/"])
+    assert args.MirroredStrategy == ["/gpu:0", "/gpu:1"] and args.data == ["a.root", "b/"]
+    out = cli.default_out("number_of_tracks_top")
+    assert out.parent == Path("runs") and out.name.startswith("number_of_tracks_top-20")
+
+
+def test_worker_shard_and_chief_from_cluster_spec():
+    def fake(spec, task_type, task_id):
+        resolver = SimpleNamespace(cluster_spec=lambda: SimpleNamespace(as_dict=lambda: spec), task_type=task_type,
+                                   task_id=task_id)
+        return SimpleNamespace(cluster_resolver=resolver)
+
+    workers = {"worker": ["a:1", "b:1", "c:1"]}
+    assert snstrategy.worker_shard(fake(workers, "worker", 2)) == (2, 3)
+    assert snstrategy.is_chief(fake(workers, "worker", 0))
+    assert not snstrategy.is_chief(fake(workers, "worker", 1))
+    with_chief = {"chief": ["a:1"], "worker": ["b:1"]}
+    assert snstrategy.worker_shard(fake(with_chief, "worker", 0)) == (1, 2)
+    assert snstrategy.is_chief(fake(with_chief, "chief", 0)) and not snstrategy.is_chief(fake(with_chief, "worker", 0))
+    assert snstrategy.worker_shard(SimpleNamespace()) == (0, 1) and snstrategy.is_chief(SimpleNamespace())
+
+
+def test_slurm_detection(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert not snstrategy._slurm_multi_task()
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert not snstrategy._slurm_multi_task()
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert snstrategy._slurm_multi_task()
+
+
+# ------------------------------------------------------------------------------------------------
+# Strategies and error handling in-process (TensorFlow)
+# ------------------------------------------------------------------------------------------------
+
+
+def strategy_args(**flags):
+    return SimpleNamespace(OneDeviceStrategy=flags.get("one"), MirroredStrategy=flags.get("mirrored"),
+                           MultiWorkerMirroredStrategy=flags.get("multi", False))
+
+
+def test_strategy_selection_in_process():
+    tf = pytest.importorskip("tensorflow")
+    default = snstrategy.make_strategy(strategy_args())
+    if tf.config.list_logical_devices("GPU"):
+        assert isinstance(default, tf.distribute.MirroredStrategy)
+    else:
+        assert default is tf.distribute.get_strategy()
+    one = snstrategy.make_strategy(strategy_args(one="/cpu:0"))
+    assert isinstance(one, tf.distribute.OneDeviceStrategy)
+    assert snstrategy.describe(one).startswith("OneDeviceStrategy, 1 replica")
+    with pytest.raises(snstrategy.StrategyError, match="does not exist"):
+        snstrategy.check_devices(["/gpu:17"])
+    with pytest.raises(snstrategy.StrategyError):
+        snstrategy.check_devices(["banana"])
+    with pytest.raises(snstrategy.StrategyError, match="twice"):
+        snstrategy.check_devices(["/cpu:0", "CPU:0"])
+
+
+def test_missing_device_is_one_line_exit_2(tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    import number_of_tracks_classification as script
+
+    status = script.main(["--OneDeviceStrategy", "/gpu:7", "--out", str(tmp_path / "x"), "--data", str(tmp_path)])
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "/gpu:7" in err[0] and "does not exist" in err[0]
+
+
+def test_bad_data_is_one_line_exit_2(tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    import number_of_tracks_classification as script
+
+    missing = tmp_path / "nothing_here.root"
+    assert script.main(["--data", str(missing), "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing_here.root" in err[0]
+    not_root = tmp_path / "fake.root"
+    not_root.write_bytes(b"this is not a ROOT file")
+    assert script.main(["--data", str(not_root), "--out", str(tmp_path / "b"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fake.root" in err[0]
+
+
+def test_mirrored_strategy_over_two_logical_cpus():
+    code = ("import tensorflow as tf\n"
+            "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+            "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+            "from types import SimpleNamespace\n"
+            "from snemo.strategy import make_strategy, describe\n"
+            "s = make_strategy(SimpleNamespace(OneDeviceStrategy=None, MirroredStrategy=['/cpu:0', '/cpu:1'],\n"
+            "                                  MultiWorkerMirroredStrategy=False))\n"
+            "print(type(s).__name__, s.num_replicas_in_sync)\n")
+    result = run_python(["-c", code], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["MirroredStrategy", "2"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Whole runs under other strategies, and a real kill (about 15 s each)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """4 ROOT files of 40 events, 1..4 tracks (my_generator)."""
+    from my_generator.my_generator import generate
+    from snemo.events import write_events
+
+    folder = tmp_path_factory.mktemp("tiny_cli")
+    for n_tracks in (1, 2, 3, 4):
+        write_events(folder / f"t{n_tracks}.root", generate(40, n_tracks, np.random.default_rng(n_tracks)))
+    return folder
+
+
+def run_flags(data, out, epochs):
+    return ["number_of_tracks_classification.py", "--data", str(data), "--out", str(out), "--epochs", str(epochs),
+            "--batch-size", "32", "--quiet"]
+
+
+def history(out):
+    return json.loads((Path(out) / "history.json").read_text())["epochs"]
+
+
+def test_mirrored_run_end_to_end(tiny_data, tmp_path):
+    out = tmp_path / "mirrored"
+    code = ("import sys, tensorflow as tf\n"
+            "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+            "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+            "import number_of_tracks_classification as s\n"
+            f"sys.exit(s.main({run_flags(tiny_data, out, 1)[1:] + ['--MirroredStrategy', '/cpu:0', '/cpu:1']!r}))\n")
+    result = run_python(["-c", code])
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["strategy"].startswith("MirroredStrategy, 2 replica")
+    assert history(out)[0]["samples"] == json.loads((out / "config.json").read_text())["data"]["n_train"]
+    assert (out / "metrics.json").exists() and (out / "model.keras").exists()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_worker_multiworker_run(tiny_data, tmp_path):
+    out = tmp_path / "multiworker"
+    ports = [free_port(), free_port()]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
+                                "task": {"type": "worker", "index": index}})
+        env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=tf_config)
+        processes.append(subprocess.Popen([sys.executable] + run_flags(tiny_data, out, 1) + ["--MultiWorkerMirroredStrategy"],
+                                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=240) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    config = json.loads((out / "config.json").read_text())
+    assert "worker 0 of 2" in config["strategy"]
+    n_train_local = config["data"]["n_train"]
+    assert history(out)[0]["samples"] >= 2 * n_train_local - 32  # one epoch covers both shards
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_events"] > config["data"]["n_test"]  # confusion summed over both workers' test shards
+    assert "accuracy:" in outputs[0][0] and "accuracy:" not in outputs[1][0]  # only the chief reports
+
+
+def test_real_kill_then_resume(tiny_data, tmp_path):
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen([sys.executable] + run_flags(tiny_data, out, 200), cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list((out / "checkpoints" / "train").glob("ckpt-*.index")):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert list((out / "checkpoints" / "train").glob("ckpt-*.index")), "no epoch finished before the kill"
+    done = len(history(out))
+    result = run_python(run_flags(tiny_data, out, done + 1)[:-1])
+    assert result.returncode == 0, result.stderr
+    assert f"after epoch {done}" in result.stdout
+    assert [r["epoch"] for r in history(out)] == list(range(1, done + 2))
