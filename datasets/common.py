@@ -234,8 +234,10 @@ def file_split(files: list[str], fractions: np.ndarray, seed: int) -> np.ndarray
     exact = fractions * len(files)
     counts = np.floor(exact).astype(int)
     counts[nonzero] = np.maximum(counts[nonzero], 1)
-    while counts.sum() > len(files):  # minimum of one file made too many: take from the largest
-        counts[np.argmax(counts - exact)] -= 1
+    floor = (fractions > 0).astype(int)  # a non-zero fraction keeps at least one file
+    while counts.sum() > len(files):  # the minimum of one file made too many: take from the most over-served
+        surplus = np.where(counts > floor, counts - exact, -np.inf)
+        counts[np.argmax(surplus)] -= 1
     for k in np.argsort(-(exact - counts), kind="stable")[: len(files) - counts.sum()]:
         counts[k] += 1  # largest remainders
     order = np.random.default_rng(seed).permutation(len(files))
@@ -532,8 +534,10 @@ def build_splits(task: Task, source, *, batch_size=256, split=(0.8, 0.1, 0.1), s
         def factory_for(code):
             def factory(epoch):
                 rng = np.random.default_rng([seed, epoch]) if (code == 0 and shuffle and not cache) else None
-                chunks = _stream_chunks(task, files, file_codes, code, chunk=chunk, n_open=int(stream_files),
-                                        rng=rng, max_per_file=stream_cap)
+                # Unshuffled splits read one file after the other: file order, then entry, as in memory.
+                chunks = _stream_chunks(task, files, file_codes, code, chunk=chunk,
+                                        n_open=int(stream_files) if rng is not None else 1, rng=rng,
+                                        max_per_file=stream_cap)
                 return _rebatch(chunks, batch_size, drop_remainder)
             return factory
 
