@@ -315,10 +315,10 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
         trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "accuracy", "val_loss", "val_accuracy")}
 
         def update(prefix, loss_sum, correct_sum, n):
-            n = float(n)
-            if n > 0:
-                trackers[prefix + "loss"].update_state(float(loss_sum) / n, sample_weight=n)
-                trackers[prefix + "accuracy"].update_state(float(correct_sum) / n, sample_weight=n)
+            # Tensors in, no host synchronisation: the next step can be dispatched at once.
+            safe_n = tf.maximum(n, 1.0)
+            trackers[prefix + "loss"].update_state(loss_sum / safe_n, sample_weight=n)
+            trackers[prefix + "accuracy"].update_state(correct_sum / safe_n, sample_weight=n)
 
         def batches(dist, iterator, steps):
             if iterator is not None:  # multi-worker: repeated data, agreed steps
@@ -348,18 +348,19 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
             for tracker in trackers.values():
                 tracker.reset_state()
             start = time.time()
-            n_seen = 0.0
+            n_seen = tf.constant(0.0)
             bar = tqdm(total=train_steps, desc=f"[{phase}] epoch {epoch + 1}/{epochs}", unit="step",
                        disable=quiet or not chief, file=sys.stderr, mininterval=1.0, leave=False)
             for step, batch in enumerate(batches(dist_train, train_iter, train_steps)):
                 loss_sum, correct_sum, n = train_step(batch)
                 update("", loss_sum, correct_sum, n)
-                n_seen += float(n)
+                n_seen += n
                 bar.update(1)
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{float(trackers['loss'].result()):.4f}",
                                     acc=f"{float(trackers['accuracy'].result()):.4f}")
             bar.close()
+            n_seen = float(n_seen)  # waits for the last step
             train_seconds = time.time() - start
             if dist_val is not None:
                 for batch in batches(dist_val, val_iter, val_steps):
@@ -437,7 +438,7 @@ def predict(model, dataset, *, log_progress: bool = False, total: int | None = N
     import tensorflow as tf
     from tqdm import tqdm
 
-    @tf.function
+    @tf.function(autograph=False)  # no Python control flow to convert
     def forward(inputs):
         return model(inputs, training=False)
 
