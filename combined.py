@@ -28,11 +28,11 @@ def build_parser():
     models = parser.add_argument_group("view models (trained .keras files)")
     for view in ("top", "side", "front"):
         models.add_argument(f"--{view}", default=str(REPO / "models" / f"{view}_my_generator.keras"),
-                            help=f"trained {view}-view counter")
+                            help=f"trained {view}-view counter (default %(default)s)")
     tuning = parser.add_argument_group("fine-tuning phase (after the frozen phase of --epochs)")
-    tuning.add_argument("--finetune-epochs", type=int, default=5, help="epochs with every layer trainable")
+    tuning.add_argument("--finetune-epochs", type=int, default=5, help="epochs with every layer trainable (default %(default)s)")
     tuning.add_argument("--finetune-learning-rate", type=float, default=1e-4,
-                        help="learning rate of the fine-tuning phase (lower than --learning-rate)")
+                        help="learning rate of the fine-tuning phase, lower than --learning-rate (default %(default)s)")
     return parser
 
 

@@ -20,7 +20,7 @@ VIEWS = ("top", "side", "front")
 def build_parser():
     """Flags: the shared ones (snemo.cli) plus --view."""
     parser = cli.make_parser("number_of_tracks_classification.py", __doc__.split("\n\n")[0], epochs=10)
-    parser.add_argument("--view", choices=VIEWS, default="top", help="which view of the tracker")
+    parser.add_argument("--view", choices=VIEWS, default="top", help="which view of the tracker (default %(default)s)")
     return parser
 
 

@@ -24,8 +24,8 @@ def build_parser():
     """Flags: --model, --max-gallery and the shared data and run flags (no training flags)."""
     parser = cli.make_parser("plot_confusion.py", __doc__.split("\n\n")[0], training=False)
     parser.add_argument("--model", default=str(REPO / "models" / "top_my_generator.keras"),
-                        help="trained counting model (.keras)")
-    parser.add_argument("--max-gallery", type=int, default=20, help="misclassified events drawn (0: none)")
+                        help="trained counting model, .keras (default %(default)s)")
+    parser.add_argument("--max-gallery", type=int, default=20, help="misclassified events drawn, 0 for none (default %(default)s)")
     return parser
 
 

@@ -56,15 +56,16 @@ def add_strategy_flags(parser: argparse.ArgumentParser) -> None:
 
 def common_parser(*, epochs: int = 10, batch_size: int = 256, learning_rate: float = 1e-3,
                   training: bool = True) -> argparse.ArgumentParser:
-    """Parent parser (``add_help=False``) with the flags every training script shares.
+    """Parent parser (``add_help=False``) with the data, run and training flags every script shares.
 
-    ``training=False`` leaves out the training and device flags (for evaluation-only tools).
+    ``training=False`` leaves out the training flags (for evaluation-only tools). The device flags
+    are added by :func:`make_parser` (argparse loses a mutually exclusive group's title in parents).
     """
     parser = argparse.ArgumentParser(add_help=False)
     data = parser.add_argument_group("data")
     data.add_argument("--data", nargs="+", default=None, metavar="PATH",
-                      help="ROOT file(s), folder(s) (searched recursively) or glob pattern(s); default: the "
-                           "built-in dataset of --dataset-kind under data/, generated on first use")
+                      help="ROOT file(s), folder(s) (searched recursively) or glob pattern(s) (default: the "
+                           "built-in dataset of --dataset-kind under data/, generated on first use)")
     data.add_argument("--dataset-kind", choices=DATASET_KINDS, default="my_generator",
                       help="built-in dataset used when --data is absent (default %(default)s)")
     data.add_argument("--max-tracks", type=int, default=4, help="classes 1..N tracks (default %(default)s)")
@@ -94,15 +95,19 @@ def common_parser(*, epochs: int = 10, batch_size: int = 256, learning_rate: flo
                                "lower validation loss (default %(default)s)")
     training.add_argument("--early-stopping", type=int, default=0, metavar="EPOCHS",
                           help="stop after this many epochs without a lower validation loss (0: never, default)")
-    training.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
-    add_strategy_flags(parser)
+    training.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch (default: the whole training split)")
     return parser
 
 
 def make_parser(prog: str, description: str, **defaults) -> OneLineParser:
-    """Parser of a training script: its description plus :func:`common_parser` (``defaults`` go to it)."""
-    return OneLineParser(prog=prog, description=description, parents=[common_parser(**defaults)],
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """Parser of a script: its description, :func:`common_parser` (``defaults`` go to it) and the device flags.
+
+    ``training=False`` in ``defaults`` leaves out the training and device flags.
+    """
+    parser = OneLineParser(prog=prog, description=description, parents=[common_parser(**defaults)])
+    if defaults.get("training", True):
+        add_strategy_flags(parser)
+    return parser
 
 
 def check_args(parser: argparse.ArgumentParser, args) -> None:
