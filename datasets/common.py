@@ -5,14 +5,15 @@ events become examples (usually one example per event; the single-label calorime
 example per track) and how a batch of examples becomes NumPy ``(inputs, labels)``. This module does
 the rest, once for every task:
 
-* **Reading.** In memory (default): the needed branches of every file are read once into a compact
-  :class:`~snemo.events.EventBatch`; images are made batch by batch inside the pipeline, never all
-  at once (1M top views would be 8 GB). Streaming (``streaming=True``): files are read in chunks
-  of ``chunk_size`` events with :func:`snemo.events.iterate_events` inside a Python generator, so
-  peak memory is bounded by the chunk size whatever the number of files (plus 2 bytes of
-  bookkeeping per event). A first pass over ``grid_layer``, ``grid_column`` and ``track_split``
-  validates every file and counts the examples, so bad files and bad labels fail in the
-  constructor, and example counts are exact.
+* **Reading.** In memory (default): the needed branches of every file are read once, and each
+  split is kept as a compact :class:`~snemo.events.EventBatch` of per-hit pixel indices (int16:
+  2 bytes a hit, about 100 MB for 1M events); images are made batch by batch inside the pipeline,
+  never all at once (1M top views would be 8 GB). Streaming (``streaming=True``): files are read in
+  chunks with :func:`snemo.events.iterate_events` inside a Python generator, so peak memory is
+  bounded by ``chunk_size`` whatever the number of files (plus a few bytes of bookkeeping per
+  event). A first pass over ``grid_layer``, ``grid_column`` and ``track_split`` validates every
+  file and counts the examples, so bad files and bad labels fail in the constructor, and example
+  counts (hence ``len(dataset)``) are exact.
 * **Splits.** ``split_by="event"``: event (file, entry) goes to train / validation / test by a
   deterministic hash of (seed, file name, entry) compared with the cumulative fractions, so the
   split is the same in both modes, for any ``max_events`` and any order of files; fractions are met
@@ -26,9 +27,13 @@ the rest, once for every task:
   permutation; streaming: file order permuted, ``stream_files`` files read round-robin and each
   chunk permuted, so a batch mixes files even when each file holds one track count). Validation
   and test are never shuffled: file order, then entry.
-* **Batching.** The generator yields whole batches (``batch_size`` examples; the last one smaller
-  unless ``drop_remainder``), followed by ``prefetch(AUTOTUNE)``; ``cache=True`` adds ``.cache()``
-  (the converted images stay in memory: small data only) and, for train, a batch-level reshuffle.
+* **Batching.** Python plans each batch (a slice of the epoch's permutation in memory; a slice of
+  the chunks read in streaming) and the task's ``convert`` turns it into NumPy arrays with one
+  scatter per image, inside ``tf.numpy_function`` calls that ``map(num_parallel_calls=AUTOTUNE)``
+  runs in parallel; 0/1 images travel as uint8 and become float32 inside TensorFlow. Batches hold
+  ``batch_size`` examples (the last one smaller unless ``drop_remainder``); then
+  ``prefetch(AUTOTUNE)``. ``cache=True`` adds ``.cache()`` (the converted images stay in memory:
+  small data only) and, for train, a batch-level reshuffle every epoch instead of an event-level one.
 
 ``max_events`` caps the events read from each file at ``ceil(max_events / n_files)`` (the first
 entries), so a capped dataset still spans every file.
@@ -41,18 +46,16 @@ import math
 import os
 import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 
 from datasets import views
-from snemo.events import EventBatch, iterate_events, offsets_from_counts, read_events
+from snemo.events import EventBatch, _ranges, iterate_events, offsets_from_counts, read_events
 
 SPLIT_NAMES = ("train", "validation", "test")
-COMMON_DEFAULTS = dict(batch_size=256, split=(0.8, 0.1, 0.1), split_by="event", seed=0, shuffle=True, cache=False,
-                       max_events=None, streaming=False, shard=(0, 1), drop_remainder=False,
-                       skip_out_of_range=False, chunk_size=8192, stream_files=4)
 
 
 @dataclass
@@ -173,8 +176,6 @@ def tracks_as_events(batch: EventBatch) -> EventBatch:
     dropped); ``track_split`` is the track's hit count, ``file_index`` / ``entry`` are those of the
     parent event. Vectorised.
     """
-    from snemo.events import _ranges
-
     start, count = track_hit_ranges(batch)
     keep = count > 0
     track_idx = np.flatnonzero(keep)
@@ -285,16 +286,16 @@ def _check_shard(shard) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------
 # Labels: the keep rule
 # ------------------------------------------------------------------------------------------------
-def _apply_keep(task: Task, events: EventBatch, path: str, skip: bool) -> np.ndarray:
+def _keep(task: Task, events: EventBatch) -> np.ndarray:
+    """(n,) bool: events with a valid label for ``task``."""
     if task.keep is None:
         return np.ones(len(events), dtype=bool)
-    keep = np.asarray(task.keep(events), dtype=bool)
-    if not skip and not keep.all():
-        bad = np.flatnonzero(~keep)
-        raise ValueError(f"{task.name}: {len(bad)} of {len(events)} events read from {path} have {task.keep_rule} "
-                         f"(first: entry {int(events.entry[bad[0]])} with {int(events.n_tracks[bad[0]])} tracks); "
-                         f"pass skip_out_of_range=True to skip them")
-    return keep
+    return np.asarray(task.keep(events), dtype=bool)
+
+
+def _label_error(task: Task, path: str, n_bad: int, n_events: int, entry: int, n_tracks: int) -> ValueError:
+    return ValueError(f"{task.name}: {n_bad} of {n_events} events read from {path} have {task.keep_rule} "
+                      f"(first: entry {entry} with {n_tracks} tracks); pass skip_out_of_range=True to skip them")
 
 
 def _report_skipped(task: Task, skipped: dict[str, int]) -> None:
@@ -390,7 +391,7 @@ def _converter(task: Task, batch_dim):
         outputs = [tf.cast(out, tf.float32) if out.dtype == tf.uint8 else out for out in outputs]  # 0/1 images
         return tf.nest.pack_sequence_as(signature, outputs)
 
-    return to_tensors
+    return tf.autograph.experimental.do_not_convert(to_tensors)
 
 
 def _memory_dataset(task: Task, store: EventBatch, *, batch_size: int, drop_remainder: bool, shuffle: bool,
@@ -408,6 +409,16 @@ def _memory_dataset(task: Task, store: EventBatch, *, batch_size: int, drop_rema
     to_tensors = _converter(task, batch_size if drop_remainder else None)
     permutations: dict[int, np.ndarray] = {}
     lock = threading.Lock()
+    hit_counts, track_counts = store.n_hits, store.n_tracks  # once, not per batch
+
+    def gather(events: np.ndarray) -> EventBatch:
+        """``store.take(events)`` without recomputing the store's counts on every batch."""
+        hit_idx = _ranges(store.hit_offsets[events], hit_counts[events])
+        track_idx = _ranges(store.track_offsets[events], track_counts[events])
+        return EventBatch(offsets_from_counts(hit_counts[events]), {k: v[hit_idx] for k, v in store.hits.items()},
+                          offsets_from_counts(track_counts[events]),
+                          {k: v[track_idx] for k, v in store.tracks.items()}, files=store.files,
+                          file_index=store.file_index[events], entry=store.entry[events])
 
     def fetch(key, index):
         start, stop = int(index) * batch_size, min(int(index) * batch_size + batch_size, n)
@@ -419,14 +430,20 @@ def _memory_dataset(task: Task, store: EventBatch, *, batch_size: int, drop_rema
                 order = np.random.default_rng([seed, int(key) & 0xFFFFFFFF]).permutation(n)
                 permutations.clear()  # one epoch at a time
                 permutations[int(key)] = order
-        return store.take(order[start:stop])
+        return gather(order[start:stop])
+
+    plain = tf.autograph.experimental.do_not_convert  # straight-line graph code: no AutoGraph pass
+
+    @plain
+    def batches_of_epoch(key):
+        return tf.data.Dataset.range(n_batches).map(plain(lambda i: (key, i)))
 
     if shuffle:
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-        plan = keys.flat_map(lambda key: tf.data.Dataset.range(n_batches).map(lambda i: (key, i)))
+        plan = keys.flat_map(batches_of_epoch)
     else:
-        plan = tf.data.Dataset.range(n_batches).map(lambda i: (tf.constant(0, tf.int64), i))
-    dataset = plan.map(lambda key, i: to_tensors(fetch, key, i), num_parallel_calls=tf.data.AUTOTUNE)
+        plan = batches_of_epoch(tf.constant(0, tf.int64))
+    dataset = plan.map(plain(lambda key, i: to_tensors(fetch, key, i)), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset, n_batches
 
 
@@ -451,8 +468,11 @@ def _stream_dataset(task: Task, batches_factory: Callable[[int], Iterator[EventB
             parked[key] = batch
             yield key
 
+    def take_parked(key):
+        return parked.pop(int(key))
+
     dataset = tf.data.Dataset.from_generator(keys, output_signature=tf.TensorSpec((), tf.int64))
-    dataset = dataset.map(lambda key: to_tensors(lambda k: parked.pop(int(k)), key),
+    dataset = dataset.map(tf.autograph.experimental.do_not_convert(lambda key: to_tensors(take_parked, key)),
                           num_parallel_calls=tf.data.AUTOTUNE)
     return dataset, n_batches
 
@@ -508,26 +528,31 @@ def build_splits(task: Task, source, *, batch_size=256, split=(0.8, 0.1, 0.1), s
     if streaming:
         per_file_events, keeps, n_ex, skipped = [], [], [], {}
         for path in files:  # validation pass: 3 small branches, chunk by chunk
-            keep_parts, count_parts, n = [], [], 0
+            keep_parts, count_parts, n, first_bad = [], [], 0, None
             for events in iterate_events(path, step_size=chunk, fields=("track_split",)):
                 if cap is not None and n >= cap:
                     break
                 if cap is not None and n + len(events) > cap:
                     events = slice_batch(events, 0, cap - n)
-                keep = _apply_keep(task, events, path, skip_out_of_range)
+                keep = _keep(task, events)
+                if first_bad is None and not keep.all():
+                    bad = int(np.flatnonzero(~keep)[0])
+                    first_bad = (int(events.entry[bad]), int(events.n_tracks[bad]))
                 keep_parts.append(keep)
-                count_parts.append(np.ones(len(events), np.int32) if task.n_examples is None
-                                   else np.asarray(task.n_examples(events), dtype=np.int32))
+                count_parts.append(np.ones(len(events), np.int16) if task.n_examples is None
+                                   else np.asarray(task.n_examples(events), dtype=np.int16))
                 n += len(events)
             per_file_events.append(n)
             keeps.append(np.concatenate(keep_parts) if keep_parts else np.zeros(0, bool))
-            n_ex.append(np.concatenate(count_parts) if count_parts else np.zeros(0, np.int32))
+            n_ex.append(np.concatenate(count_parts) if count_parts else np.zeros(0, np.int16))
             skipped[path] = int((~keeps[-1]).sum())
+            if skipped[path] and not skip_out_of_range:
+                raise _label_error(task, path, skipped[path], n, *first_bad)
         _report_skipped(task, skipped)
         codes = plan_events(files, per_file_events, np.concatenate(keeps), split=split, split_by=split_by,
                             seed=seed, shard=shard)
         counts_per_event = np.concatenate(n_ex)
-        n_examples = [int(counts_per_event[codes == k].sum()) for k in range(3)]
+        n_examples = [int(counts_per_event[codes == k].sum(dtype=np.int64)) for k in range(3)]
         file_codes = np.split(codes, np.cumsum(per_file_events)[:-1])
         stream_cap = list(per_file_events)
 
@@ -545,27 +570,35 @@ def build_splits(task: Task, source, *, batch_size=256, split=(0.8, 0.1, 0.1), s
                                  drop_remainder=drop_remainder) for k in range(3)]
         test_events = None
     else:
-        batches, skipped, keeps = [], {}, []
-        for path in files:
-            events = read_events(path, fields=task.fields, max_events=cap)
-            keep = _apply_keep(task, events, path, skip_out_of_range)
-            skipped[path] = int((~keep).sum())
-            batches.append(events)
-            keeps.append(keep)
-        _report_skipped(task, skipped)
-        n_per_file = [len(b) for b in batches]
-        everything = batches[0] if len(batches) == 1 else EventBatch.concatenate(batches)
-        del batches
-        codes = plan_events(files, n_per_file, np.concatenate(keeps), split=split, split_by=split_by, seed=seed,
-                            shard=shard)
-        examples, test_events = [], None
-        for k in range(3):
-            part = _examples(task, select(everything, codes == k))
-            if k == 2:
-                test_events = part
-            examples.append(task.compact(part) if task.compact else part)
-            del part
-        del everything
+        skipped, keeps = {}, []
+        # A few threads read the files, then split and compact them file by file (decompression and
+        # the big NumPy operations release the GIL); results come back in file order.
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1, len(files))) as pool:
+            batches = list(pool.map(lambda path: read_events(path, fields=task.fields, max_events=cap), files))
+            for path, events in zip(files, batches):
+                keep = _keep(task, events)
+                if not skip_out_of_range and not keep.all():
+                    first = int(np.flatnonzero(~keep)[0])
+                    raise _label_error(task, path, int((~keep).sum()), len(events), int(events.entry[first]),
+                                       int(events.n_tracks[first]))
+                skipped[path] = int((~keep).sum())
+                keeps.append(keep)
+            _report_skipped(task, skipped)
+            n_per_file = [len(b) for b in batches]
+            codes = plan_events(files, n_per_file, np.concatenate(keeps), split=split, split_by=split_by, seed=seed,
+                                shard=shard)
+            file_codes = np.split(codes, np.cumsum(n_per_file)[:-1])
+
+            def split_file(i):
+                """(test examples, compact examples of each split) of file i; frees the file's events."""
+                events, batches[i] = batches[i], None
+                parts = [_examples(task, select(events, file_codes[i] == k)) for k in range(3)]
+                return parts[2], [task.compact(part) if task.compact else part for part in parts]
+
+            per_file = list(pool.map(split_file, range(len(files))))
+        test_events = EventBatch.concatenate([test for test, _ in per_file])
+        examples = [EventBatch.concatenate([compact[k] for _, compact in per_file]) for k in range(3)]
+        del per_file
         n_examples = [len(e) for e in examples]
 
         built = [_memory_dataset(task, examples[k], batch_size=batch_size, drop_remainder=drop_remainder,
