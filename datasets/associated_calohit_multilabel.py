@@ -10,8 +10,8 @@ Targets (B, 660) float32 over both sides' grids, index ``side * 330 + row * 22 +
 
 Decoding takes the top k cells, k = the number of tracks: with ``with_n_tracks=True`` each element
 is ``(inputs, targets, n_tracks)`` (int32 (B,); do not pass such a dataset to ``model.fit``, which
-would read the third element as sample weights); in any case ``info["n_tracks_test"]`` holds k
-for every test example, in dataset order, and ``Splits.test_events`` the test events.
+would read the third element as sample weights); in any case ``Splits.test_events.n_tracks``
+gives k for every test example, in dataset order (in-memory mode).
 """
 
 from __future__ import annotations
@@ -85,7 +85,4 @@ def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = 
     task = common.Task(name="associated_calohit_multilabel", fields=views.fields_for(names, radius_channel) + CALO_FIELDS,
                        convert=convert, signature=signature, keep=keep, keep_rule="no track", compact=compact,
                        info=info)
-    splits = common.build_splits(task, source, **options)
-    if splits.test_events is not None:
-        splits.info["n_tracks_test"] = splits.test_events.n_tracks.copy()
-    return splits
+    return common.build_splits(task, source, **options)

@@ -55,8 +55,6 @@ import numpy as np
 from datasets import views
 from snemo.events import EventBatch, _ranges, iterate_events, offsets_from_counts, read_events
 
-SPLIT_NAMES = ("train", "validation", "test")
-
 
 @dataclass
 class Splits:
@@ -436,7 +434,7 @@ def _memory_dataset(task: Task, store: EventBatch, *, batch_size: int, drop_rema
 
     @plain
     def batches_of_epoch(key):
-        return tf.data.Dataset.range(n_batches).map(plain(lambda i: (key, i)))
+        return tf.data.Dataset.range(n_batches).map(plain(lambda i: (key, i)), num_parallel_calls=tf.data.AUTOTUNE)
 
     if shuffle:
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
