@@ -526,7 +526,10 @@ def _iterate_file(path: str, *, step_size: int, fields, tree_name: str, validate
         for start in range(0, n_entries, step_size):
             stop = min(start + step_size, n_entries)
             try:
-                arrays = tree.arrays(names, entry_start=start, entry_stop=stop, library="ak", how=dict)
+                # array_cache=None: uproot would otherwise keep every chunk of an open file (up to
+                # 100 MB per file), and memory would not be bounded by step_size.
+                arrays = tree.arrays(names, entry_start=start, entry_stop=stop, library="ak", how=dict,
+                                     array_cache=None)
             except Exception as err:
                 raise EventFileError(f"cannot read entries {start}..{stop - 1} ({type(err).__name__}: {err})",
                                      file=path, entry=start) from None
