@@ -246,7 +246,8 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
         # Best weights are kept in memory on every worker (so all workers agree); on resume they
         # come from the best model file of the interrupted run.
         best_weights = None
-        if resumed_from and restore_best and model_path.exists() and math.isfinite(float(best_var.numpy())):
+        if (0 < resumed_from < epochs and restore_best and model_path.exists()
+                and math.isfinite(float(best_var.numpy()))):
             best_weights = keras.saving.load_model(model_path, safe_mode=True, compile=False).get_weights()
 
         history = [r for r in read_history(out_dir)

@@ -164,3 +164,44 @@ def test_predict_keeps_dataset_order():
     assert targets.shape == (20, 4) and outputs.shape == (20, 4)
     np.testing.assert_array_equal(targets, y)
     np.testing.assert_allclose(outputs, model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_mirrored_update_equals_single_device_update(tmp_path):
+    """Loss averaged over the global batch: two replicas make the same SGD step as one device."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    code = '''
+import numpy as np, tensorflow as tf, tempfile
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from snemo import training
+rng = np.random.default_rng(0)
+x = rng.normal(size=(30, 6)).astype("float32")  # 30: the replicas get 15 each
+y = np.eye(4, dtype="float32")[rng.integers(0, 4, 30)]
+data = tf.data.Dataset.from_tensor_slices((x, y)).batch(30)
+def build():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((6,))
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(inputs))
+kernels = {}
+for name, strategy in (("one", tf.distribute.get_strategy()),
+                       ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+    with strategy.scope():
+        model = build()
+        optimizer = keras.optimizers.SGD(learning_rate=0.5)
+    training.train(model, data, None, strategy=strategy, out_dir=tempfile.mkdtemp(), epochs=1,
+                   optimizer=optimizer, quiet=True)
+    kernels[name] = model.get_weights()[0]
+step = np.abs(kernels["one"] - build().get_weights()[0]).max()
+print(np.abs(kernels["one"] - kernels["two"]).max() / step)
+'''
+    env = dict(os.environ, PYTHONPATH=str(repo), TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.split()[-1]) < 1e-5
