@@ -30,7 +30,8 @@ def build_parser():
         models.add_argument(f"--{view}", default=str(REPO / "models" / f"{view}_my_generator.keras"),
                             help=f"trained {view}-view counter (default %(default)s)")
     tuning = parser.add_argument_group("fine-tuning phase (after the frozen phase of --epochs)")
-    tuning.add_argument("--finetune-epochs", type=int, default=5, help="epochs with every layer trainable (default %(default)s)")
+    tuning.add_argument("--finetune-epochs", type=int, default=5,
+                        help="epochs with every layer trainable (default %(default)s)")
     tuning.add_argument("--finetune-learning-rate", type=float, default=1e-4,
                         help="learning rate of the fine-tuning phase, lower than --learning-rate (default %(default)s)")
     return parser
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     def body():
         from architectures import combined
 
-        run = cli.start_run("combined", args)
+        run = cli.start_run("combined", args, argv, program="combined.py")
         with run.strategy.scope():
             views = load_view_models({"top": args.top, "side": args.side, "front": args.front}, args.max_tracks)
         splits = cli.load_counting(run, view=("top", "side", "front"))

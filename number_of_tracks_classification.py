@@ -33,7 +33,8 @@ def main(argv=None) -> int:
     def body():
         import importlib
 
-        run = cli.start_run(f"number_of_tracks_{args.view}", args)
+        run = cli.start_run(f"number_of_tracks_{args.view}", args, argv,
+                            program="number_of_tracks_classification.py")
         splits = cli.load_counting(run, view=args.view)
         architecture = importlib.import_module(f"architectures.{args.view}")
         model = cli.build_in_scope(run, architecture.build, input_shape=cli.input_shape(splits.train),

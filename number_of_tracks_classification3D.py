@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     def body():
         from architectures import view3d
 
-        run = cli.start_run("number_of_tracks_3D", args)
+        run = cli.start_run("number_of_tracks_3D", args, argv, program="number_of_tracks_classification3D.py")
         splits = cli.load_counting(run, three_d=True)
         model = cli.build_in_scope(run, view3d.build, input_shape=cli.input_shape(splits.train),
                                    n_classes=args.max_tracks)

@@ -25,7 +25,8 @@ def build_parser():
     parser = cli.make_parser("plot_confusion.py", __doc__.split("\n\n")[0], training=False)
     parser.add_argument("--model", default=str(REPO / "models" / "top_my_generator.keras"),
                         help="trained counting model, .keras (default %(default)s)")
-    parser.add_argument("--max-gallery", type=int, default=20, help="misclassified events drawn, 0 for none (default %(default)s)")
+    parser.add_argument("--max-gallery", type=int, default=20,
+                        help="misclassified events drawn, 0 for none (default %(default)s)")
     return parser
 
 
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
 
         if not Path(args.model).is_file():
             raise ValueError(f"model not found: {args.model}")
-        run = cli.start_run("plot_confusion", args)
+        run = cli.start_run("plot_confusion", args, argv, program="plot_confusion.py")
         model = keras.saving.load_model(args.model, safe_mode=True, compile=False)
         args.max_tracks = int(model.output_shape[-1])
         views = model_views(model)

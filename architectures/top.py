@@ -25,9 +25,9 @@ def view_cnn(input_shape, n_classes: int, *, pools, filters, convs_per_block=2, 
     size per block, None for no pooling. ``filters``: filters per block. ``convs_per_block``: an
     int or one int per block. ``bn_momentum``: BatchNorm moving-average momentum; 0.9 rather than
     Keras' 0.99, because counting reads activation magnitudes and lagging moving statistics bias
-    the inference-mode prediction towards fewer tracks. Output: (B, n_classes) softmax over 1..n_classes tracks. The layer
-    ``features`` is the (B, 2 * filters[-1]) concatenation of global average and max pooling of the
-    last block.
+    the inference-mode prediction towards fewer tracks. Output: (B, n_classes) softmax over
+    1..n_classes tracks. The layer ``features`` is the (B, 2 * filters[-1]) concatenation of global
+    average and max pooling of the last block.
     """
     import keras
     from keras import layers

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import socket
 import sys
 import time
@@ -89,13 +90,15 @@ def common_parser(*, epochs: int = 10, batch_size: int = 256, learning_rate: flo
     training.add_argument("--epochs", type=int, default=epochs, help="total epochs (default %(default)s)")
     training.add_argument("--batch-size", type=int, default=batch_size,
                           help="global batch size, over all replicas (default %(default)s)")
-    training.add_argument("--learning-rate", type=float, default=learning_rate, help="Adam learning rate (default %(default)s)")
+    training.add_argument("--learning-rate", type=float, default=learning_rate,
+                          help="Adam learning rate (default %(default)s)")
     training.add_argument("--lr-schedule", choices=("constant", "cosine", "plateau"), default="plateau",
                           help="per-epoch learning-rate schedule; plateau halves it after 2 epochs without a "
                                "lower validation loss (default %(default)s)")
     training.add_argument("--early-stopping", type=int, default=0, metavar="EPOCHS",
                           help="stop after this many epochs without a lower validation loss (0: never, default)")
-    training.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch (default: the whole training split)")
+    training.add_argument("--steps-per-epoch", type=int, default=None,
+                          help="cap on training steps per epoch (default: the whole training split)")
     return parser
 
 
@@ -165,10 +168,11 @@ def default_out(script: str) -> Path:
     return Path("runs") / f"{script}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def start_run(script: str, args) -> Run:
+def start_run(script: str, args, argv=None, *, program: str | None = None) -> Run:
     """Create the strategy (first), seed everything, make the run folder and write config.json.
 
-    Raises :class:`StrategyError` for a device that does not exist.
+    ``argv``: the flags as given (default ``sys.argv[1:]``) and ``program`` the script file, for
+    the ``command`` of config.json. Raises :class:`StrategyError` for a device that does not exist.
     """
     from snemo.strategy import describe, is_chief, make_strategy, worker_shard
 
@@ -185,7 +189,8 @@ def start_run(script: str, args) -> Run:
 
     config = {
         "script": script,
-        "command": " ".join([os.path.basename(sys.argv[0]) or script] + sys.argv[1:]),
+        "command": " ".join(["python", program or os.path.basename(sys.argv[0]) or script]
+                            + [shlex.quote(str(item)) for item in (sys.argv[1:] if argv is None else argv)]),
         "args": {key: value for key, value in vars(args).items()},
         "strategy": describe(strategy),
         "resumed": resumed,
@@ -267,7 +272,9 @@ def build_in_scope(run: Run, builder: Callable, *builder_args, **builder_kwargs)
 
 
 def train_model(run: Run, model, splits, *, phase: str = "train", epochs=None, learning_rate=None, **options):
-    """Train ``model`` on ``splits.train`` / ``splits.validation`` with the run's flags (see :func:`snemo.training.train`).
+    """Train ``model`` on ``splits.train`` / ``splits.validation`` with the run's flags.
+
+    See :func:`snemo.training.train`; ``options`` are passed on to it.
 
     ``epochs`` / ``learning_rate`` default to --epochs / --learning-rate. Returns the TrainResult.
     """

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (default %(default)s)")
     parser.add_argument("--max-events", type=int, default=None,
                         help="use at most this many events of the built-in dataset (default: all 40,000)")
-    parser.add_argument("--displays", type=int, default=2, help="event displays per number of tracks (default %(default)s)")
+    parser.add_argument("--displays", type=int, default=2,
+                        help="event displays per number of tracks (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

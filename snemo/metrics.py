@@ -160,4 +160,5 @@ def format_counting_summary(metrics: dict) -> str:
                           for label, p in zip(labels, metrics["precision"]))
     accuracy = metrics["accuracy"]
     accuracy_text = "nan" if accuracy is None or math.isnan(accuracy) else f"{100 * accuracy:.3f}%"
-    return f"{table}\nprecision per predicted count: {precision}\naccuracy: {accuracy_text} on {metrics['n_events']} events"
+    return (f"{table}\nprecision per predicted count: {precision}\n"
+            f"accuracy: {accuracy_text} on {metrics['n_events']} events")

@@ -224,8 +224,9 @@ def test_two_worker_multiworker_run(tiny_data, tmp_path):
         tf_config = json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
                                 "task": {"type": "worker", "index": index}})
         env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=tf_config)
-        processes.append(subprocess.Popen([sys.executable] + run_flags(tiny_data, out, 1) + ["--MultiWorkerMirroredStrategy"],
-                                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        command = [sys.executable] + run_flags(tiny_data, out, 1) + ["--MultiWorkerMirroredStrategy"]
+        processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
     outputs = [p.communicate(timeout=240) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
     config = json.loads((out / "config.json").read_text())
