@@ -11,7 +11,8 @@ tracks (random events if the generator is not importable), 8 files. Prints a tab
 Rates: "end to end" = events / (reading the files + one pass over the train dataset, batch 256,
 shuffled); "ev/cpu-s" = the same events per CPU-second of the process (all threads: a per-core
 rate, less sensitive to other jobs on the machine); "pipeline" = events / (the pass alone, events
-already in memory). Each row is the best of two runs. The pass is ``dataset.reduce`` (iteration
+already in memory). Each row is the best of two runs. "top, pinned to one core" repeats the top row
+in a subprocess restricted to one CPU (sched_setaffinity), the per-core figure of the target. The pass is ``dataset.reduce`` (iteration
 inside TensorFlow, as ``model.fit`` consumes it). The reference is the original loader's path:
 open the file, read ONE entry, fill the image hit by hit in Python, per event.
 """
@@ -149,14 +150,36 @@ def fit_rate(source, steps: int) -> dict:
     return {"params": model.count_params(), "steps": steps, "ev_per_s": steps * BATCH / seconds}
 
 
-def streaming_peak_rss(paths: list[str]) -> dict:
-    """Peak RSS (MB) of a subprocess that streams the files once: 2 files against all 8."""
-    code = ("import resource, sys, json; sys.path.insert(0, %r)\n"
+def one_core_rate(paths: list[str]) -> dict:
+    """The top-view row again in a subprocess pinned to one CPU (affinity set before TensorFlow starts)."""
+    code = ("import json, os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
+            "import bench_loader\n"
             "from datasets import number_of_tracks\n"
+            "paths = json.loads(sys.argv[1])\n"
+            "bench_loader.loader_rate(number_of_tracks.load, paths, max_events=2048, repeats=1)\n"
+            "print(json.dumps(bench_loader.loader_rate(number_of_tracks.load, paths, view='top')))"
+            % (str(ROOT_DIR), str(ROOT_DIR / "benchmarks")))
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(paths)], capture_output=True, text=True,
+                            check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def streaming_peak_rss(paths: list[str]) -> dict:
+    """Peak memory of a subprocess that streams the files once: 2 files against all 8.
+
+    Peak RSS (resource.getrusage, TensorFlow's own memory included) and the peak of Python and
+    NumPy allocations (tracemalloc, started after TensorFlow is imported).
+    """
+    code = ("import resource, sys, json, tracemalloc; sys.path.insert(0, %r)\n"
+            "from datasets import number_of_tracks\n"
+            "import tensorflow\n"
             "files = json.loads(sys.argv[1])\n"
+            "tracemalloc.start()\n"
             "s = number_of_tracks.load(files, view='top', batch_size=256, split=(1.0, 0.0, 0.0), streaming=True)\n"
             "n = sum(int(y.shape[0]) for x, y in s.train)\n"
-            "print(json.dumps({'events': n, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+            "print(json.dumps({'events': n, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,\n"
+            "                  'peak_python_numpy_mb': tracemalloc.get_traced_memory()[1] / 2**20}))"
             % str(ROOT_DIR))
     out = {}
     for k in (2, len(paths)):
@@ -199,6 +222,7 @@ def main(argv=None) -> int:
                 ("top, streaming", number_of_tracks.load, dict(view="top", streaming=True)),
                 ("voxel", number_of_tracks3D.load, dict(max_events=max(BATCH, n_events // 10)))):
             rows[label] = loader_rate(loader, paths, **kwargs)
+        rows["top, pinned to one core"] = one_core_rate(paths)
         reference = per_event_reference(paths, n_reference)
         results["per_event_reference_ev_per_s"] = reference
         results["loaders"] = rows
@@ -216,7 +240,8 @@ def main(argv=None) -> int:
     print(f"{'model.fit, CNN on top':<26}{fit['steps'] * BATCH:>9}{'':>16}{fit['ev_per_s']:>17,.0f}{'':>38}"
           f"   ({fit['params']:,} params; loader/fit margin x{rows['top']['end_to_end_ev_per_s'] / fit['ev_per_s']:.0f})")
     for key, value in results["streaming_peak_rss"].items():
-        print(f"streaming, {key.replace('_', ' ')}: {value['events']} events, peak RSS {value['peak_rss_mb']:.0f} MB")
+        print(f"streaming, {key.replace('_', ' ')}: {value['events']} events, peak RSS {value['peak_rss_mb']:.0f} MB "
+              f"(TensorFlow included), peak Python + NumPy allocations {value['peak_python_numpy_mb']:.0f} MB")
     results["load_average_at_end"] = os.getloadavg()
     print(f"load average at start / end: {results['load_average_at_start'][0]:.1f} / "
           f"{results['load_average_at_end'][0]:.1f} on {os.cpu_count()} cores")
