@@ -11,10 +11,11 @@ tracks (random events if the generator is not importable), 8 files. Prints a tab
 Rates: "end to end" = events / (reading the files + one pass over the train dataset, batch 256,
 shuffled); "ev/cpu-s" = the same events per CPU-second of the process (all threads: a per-core
 rate, less sensitive to other jobs on the machine); "pipeline" = events / (the pass alone, events
-already in memory). Each row is the best of two runs. "top, pinned to one core" repeats the top row
-in a subprocess restricted to one CPU (sched_setaffinity), the per-core figure of the target. The pass is ``dataset.reduce`` (iteration
-inside TensorFlow, as ``model.fit`` consumes it). The reference is the original loader's path:
-open the file, read ONE entry, fill the image hit by hit in Python, per event.
+already in memory). Each row is the best of two runs. "top, pinned to one core" repeats the top
+row in a subprocess restricted to one CPU (sched_setaffinity): the per-core figure of the target.
+The pass is ``dataset.reduce`` (iteration inside TensorFlow, as ``model.fit`` consumes it). The
+reference is the original loader's path: open the file, read ONE entry, fill the image hit by hit
+in Python, per event. The voxel row uses a tenth of the events (62 MB of float32 per batch).
 """
 
 from __future__ import annotations
@@ -238,7 +239,8 @@ def main(argv=None) -> int:
     print(f"{'per-event reference (top)':<26}{n_reference:>9}{'':>16}{reference:>17,.1f}{'':>25}{1:>13}")
     fit = results["fit"]
     print(f"{'model.fit, CNN on top':<26}{fit['steps'] * BATCH:>9}{'':>16}{fit['ev_per_s']:>17,.0f}{'':>38}"
-          f"   ({fit['params']:,} params; loader/fit margin x{rows['top']['end_to_end_ev_per_s'] / fit['ev_per_s']:.0f})")
+          f"   ({fit['params']:,} params; loader/fit margin "
+          f"x{rows['top']['end_to_end_ev_per_s'] / fit['ev_per_s']:.0f})")
     for key, value in results["streaming_peak_rss"].items():
         print(f"streaming, {key.replace('_', ' ')}: {value['events']} events, peak RSS {value['peak_rss_mb']:.0f} MB "
               f"(TensorFlow included), peak Python + NumPy allocations {value['peak_python_numpy_mb']:.0f} MB")

@@ -82,7 +82,8 @@ def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = 
                 n_classes=N_TARGETS,
                 class_names=[f"s{s}{name}" for s in range(geo.N_SIDES) for name in grid_class_names()],
                 with_n_tracks=with_n_tracks)
-    task = common.Task(name="associated_calohit_multilabel", fields=views.fields_for(names, radius_channel) + CALO_FIELDS,
+    task = common.Task(name="associated_calohit_multilabel",
+                       fields=views.fields_for(names, radius_channel) + CALO_FIELDS,
                        convert=convert, signature=signature, keep=keep, keep_rule="no track", compact=compact,
                        info=info)
     return common.build_splits(task, source, **options)

@@ -84,9 +84,10 @@ class Task:
     ``fields``: event branches to read. ``convert(examples) -> (inputs, labels)``: NumPy arrays
     for a batch of examples. ``signature(batch_dim) -> (inputs spec, labels spec)``: the matching
     ``tf.TensorSpec`` structure as ``convert`` returns it; uint8 arrays (0/1 images) are cast to
-    float32 in the pipeline, so datasets always give float32 images. ``keep(events) -> (n,) bool``: events with a valid label (None:
-    all). ``keep_rule``: words for the events that fail ``keep`` (for errors). ``to_examples(events)
-    -> EventBatch``: events -> examples (None: one example per event). ``compact(examples) ->
+    float32 in the pipeline, so datasets always give float32 images. ``keep(events) -> (n,)
+    bool``: events with a valid label (None: all). ``keep_rule``: words for the events that fail
+    ``keep`` (for errors). ``to_examples(events) -> EventBatch``: events -> examples (None: one
+    example per event). ``compact(examples) ->
     EventBatch``: the examples with only what ``convert`` needs, precomputed once (e.g. per-hit
     pixel indices in int16 instead of three branches), so the per-batch work is one scatter (None:
     the examples themselves). ``n_examples(events) -> (n,)``: examples per event (None: 1).
@@ -256,9 +257,9 @@ def plan_events(files: list[str], n_per_file: list[int], keep: np.ndarray, *, sp
     index, count = _check_shard(shard)
     if split_by == "event":
         bounds = np.cumsum(fractions)[:2]
-        u = np.concatenate([event_hash(seed, path, np.arange(n)) for path, n in zip(files, n_per_file)]
-                           or [np.zeros(0)])
-        codes = np.searchsorted(bounds, u, side="right").astype(np.int8)  # (n_total,)
+        codes = np.concatenate([np.searchsorted(bounds, event_hash(seed, path, np.arange(n)), side="right")
+                                .astype(np.int8) for path, n in zip(files, n_per_file)]
+                               or [np.zeros(0, np.int8)])  # (n_total,), one file at a time
     elif split_by == "file":
         codes = np.repeat(file_split(files, fractions, seed), n_per_file)
     else:
@@ -490,6 +491,94 @@ def _finish(dataset, n_batches: int, *, cache: bool, reshuffle: bool, seed: int)
     return dataset.with_options(options)
 
 
+def _streaming_splits(task: Task, files: list[str], *, cap, chunk: int, batch_size: int, split, split_by: str,
+                      seed: int, shuffle: bool, cache: bool, shard, drop_remainder: bool, skip_out_of_range: bool,
+                      stream_files: int):
+    """Streaming mode of :func:`build_splits`: ([(dataset, n_batches)] * 3, n_examples, None)."""
+    per_file_events, keeps, n_ex, skipped = [], [], [], {}
+    for path in files:  # validation pass: 3 small branches, chunk by chunk
+        keep_parts, count_parts, n, first_bad = [], [], 0, None
+        for events in iterate_events(path, step_size=chunk, fields=("track_split",)):
+            if cap is not None and n >= cap:
+                break
+            if cap is not None and n + len(events) > cap:
+                events = slice_batch(events, 0, cap - n)
+            keep = _keep(task, events)
+            if first_bad is None and not keep.all():
+                bad = int(np.flatnonzero(~keep)[0])
+                first_bad = (int(events.entry[bad]), int(events.n_tracks[bad]))
+            keep_parts.append(keep)
+            count_parts.append(np.ones(len(events), np.int16) if task.n_examples is None
+                               else np.asarray(task.n_examples(events), dtype=np.int16))
+            n += len(events)
+        per_file_events.append(n)
+        keeps.append(np.concatenate(keep_parts) if keep_parts else np.zeros(0, bool))
+        n_ex.append(np.concatenate(count_parts) if count_parts else np.zeros(0, np.int16))
+        skipped[path] = int((~keeps[-1]).sum())
+        if skipped[path] and not skip_out_of_range:
+            raise _label_error(task, path, skipped[path], n, *first_bad)
+    _report_skipped(task, skipped)
+    codes = plan_events(files, per_file_events, np.concatenate(keeps), split=split, split_by=split_by,
+                        seed=seed, shard=shard)
+    counts_per_event = np.concatenate(n_ex)
+    n_examples = [int(counts_per_event[codes == k].sum(dtype=np.int64)) for k in range(3)]
+    file_codes = np.split(codes, np.cumsum(per_file_events)[:-1])
+    stream_cap = list(per_file_events)
+
+    def factory_for(code):
+        def factory(epoch):
+            rng = np.random.default_rng([seed, epoch]) if (code == 0 and shuffle and not cache) else None
+            # Unshuffled splits read one file after the other: file order, then entry, as in memory.
+            chunks = _stream_chunks(task, files, file_codes, code, chunk=chunk,
+                                    n_open=stream_files if rng is not None else 1, rng=rng,
+                                    max_per_file=stream_cap)
+            return _rebatch(chunks, batch_size, drop_remainder)
+        return factory
+
+    built = [_stream_dataset(task, factory_for(k), n_examples[k], batch_size=batch_size,
+                             drop_remainder=drop_remainder) for k in range(3)]
+    return built, n_examples, None
+
+
+def _memory_splits(task: Task, files: list[str], *, cap, batch_size: int, split, split_by: str, seed: int,
+                   shuffle: bool, cache: bool, shard, drop_remainder: bool, skip_out_of_range: bool):
+    """In-memory mode of :func:`build_splits`: ([(dataset, n_batches)] * 3, n_examples, test examples)."""
+    skipped, keeps = {}, []
+    # A few threads read the files, then split and compact them file by file (decompression and
+    # the big NumPy operations release the GIL); results come back in file order.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1, len(files))) as pool:
+        batches = list(pool.map(lambda path: read_events(path, fields=task.fields, max_events=cap), files))
+        for path, events in zip(files, batches):
+            keep = _keep(task, events)
+            if not skip_out_of_range and not keep.all():
+                first = int(np.flatnonzero(~keep)[0])
+                raise _label_error(task, path, int((~keep).sum()), len(events), int(events.entry[first]),
+                                   int(events.n_tracks[first]))
+            skipped[path] = int((~keep).sum())
+            keeps.append(keep)
+        _report_skipped(task, skipped)
+        n_per_file = [len(b) for b in batches]
+        codes = plan_events(files, n_per_file, np.concatenate(keeps), split=split, split_by=split_by, seed=seed,
+                            shard=shard)
+        file_codes = np.split(codes, np.cumsum(n_per_file)[:-1])
+
+        def split_file(i):
+            """(test examples, compact examples of each split) of file i; frees the file's events."""
+            events, batches[i] = batches[i], None
+            parts = [_examples(task, select(events, file_codes[i] == k)) for k in range(3)]
+            return parts[2], [task.compact(part) if task.compact else part for part in parts]
+
+        per_file = list(pool.map(split_file, range(len(files))))
+    test_events = EventBatch.concatenate([test for test, _ in per_file])
+    examples = [EventBatch.concatenate([compact[k] for _, compact in per_file]) for k in range(3)]
+    del per_file
+    n_examples = [len(e) for e in examples]
+
+    built = [_memory_dataset(task, examples[k], batch_size=batch_size, drop_remainder=drop_remainder,
+                             shuffle=(k == 0 and shuffle and not cache), seed=seed) for k in range(3)]
+    return built, n_examples, test_events
+
+
 # ------------------------------------------------------------------------------------------------
 # The entry point of every loader
 # ------------------------------------------------------------------------------------------------
@@ -523,84 +612,13 @@ def build_splits(task: Task, source, *, batch_size=256, split=(0.8, 0.1, 0.1), s
     cap = None if max_events is None else math.ceil(int(max_events) / len(files))
     chunk = max(batch_size, int(chunk_size) // batch_size * batch_size)
 
+    options = dict(batch_size=batch_size, split=split, split_by=split_by, seed=seed, shuffle=shuffle, cache=cache,
+                   shard=shard, drop_remainder=drop_remainder, skip_out_of_range=skip_out_of_range)
     if streaming:
-        per_file_events, keeps, n_ex, skipped = [], [], [], {}
-        for path in files:  # validation pass: 3 small branches, chunk by chunk
-            keep_parts, count_parts, n, first_bad = [], [], 0, None
-            for events in iterate_events(path, step_size=chunk, fields=("track_split",)):
-                if cap is not None and n >= cap:
-                    break
-                if cap is not None and n + len(events) > cap:
-                    events = slice_batch(events, 0, cap - n)
-                keep = _keep(task, events)
-                if first_bad is None and not keep.all():
-                    bad = int(np.flatnonzero(~keep)[0])
-                    first_bad = (int(events.entry[bad]), int(events.n_tracks[bad]))
-                keep_parts.append(keep)
-                count_parts.append(np.ones(len(events), np.int16) if task.n_examples is None
-                                   else np.asarray(task.n_examples(events), dtype=np.int16))
-                n += len(events)
-            per_file_events.append(n)
-            keeps.append(np.concatenate(keep_parts) if keep_parts else np.zeros(0, bool))
-            n_ex.append(np.concatenate(count_parts) if count_parts else np.zeros(0, np.int16))
-            skipped[path] = int((~keeps[-1]).sum())
-            if skipped[path] and not skip_out_of_range:
-                raise _label_error(task, path, skipped[path], n, *first_bad)
-        _report_skipped(task, skipped)
-        codes = plan_events(files, per_file_events, np.concatenate(keeps), split=split, split_by=split_by,
-                            seed=seed, shard=shard)
-        counts_per_event = np.concatenate(n_ex)
-        n_examples = [int(counts_per_event[codes == k].sum(dtype=np.int64)) for k in range(3)]
-        file_codes = np.split(codes, np.cumsum(per_file_events)[:-1])
-        stream_cap = list(per_file_events)
-
-        def factory_for(code):
-            def factory(epoch):
-                rng = np.random.default_rng([seed, epoch]) if (code == 0 and shuffle and not cache) else None
-                # Unshuffled splits read one file after the other: file order, then entry, as in memory.
-                chunks = _stream_chunks(task, files, file_codes, code, chunk=chunk,
-                                        n_open=int(stream_files) if rng is not None else 1, rng=rng,
-                                        max_per_file=stream_cap)
-                return _rebatch(chunks, batch_size, drop_remainder)
-            return factory
-
-        built = [_stream_dataset(task, factory_for(k), n_examples[k], batch_size=batch_size,
-                                 drop_remainder=drop_remainder) for k in range(3)]
-        test_events = None
+        built, n_examples, test_events = _streaming_splits(task, files, cap=cap, chunk=chunk,
+                                                           stream_files=int(stream_files), **options)
     else:
-        skipped, keeps = {}, []
-        # A few threads read the files, then split and compact them file by file (decompression and
-        # the big NumPy operations release the GIL); results come back in file order.
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1, len(files))) as pool:
-            batches = list(pool.map(lambda path: read_events(path, fields=task.fields, max_events=cap), files))
-            for path, events in zip(files, batches):
-                keep = _keep(task, events)
-                if not skip_out_of_range and not keep.all():
-                    first = int(np.flatnonzero(~keep)[0])
-                    raise _label_error(task, path, int((~keep).sum()), len(events), int(events.entry[first]),
-                                       int(events.n_tracks[first]))
-                skipped[path] = int((~keep).sum())
-                keeps.append(keep)
-            _report_skipped(task, skipped)
-            n_per_file = [len(b) for b in batches]
-            codes = plan_events(files, n_per_file, np.concatenate(keeps), split=split, split_by=split_by, seed=seed,
-                                shard=shard)
-            file_codes = np.split(codes, np.cumsum(n_per_file)[:-1])
-
-            def split_file(i):
-                """(test examples, compact examples of each split) of file i; frees the file's events."""
-                events, batches[i] = batches[i], None
-                parts = [_examples(task, select(events, file_codes[i] == k)) for k in range(3)]
-                return parts[2], [task.compact(part) if task.compact else part for part in parts]
-
-            per_file = list(pool.map(split_file, range(len(files))))
-        test_events = EventBatch.concatenate([test for test, _ in per_file])
-        examples = [EventBatch.concatenate([compact[k] for _, compact in per_file]) for k in range(3)]
-        del per_file
-        n_examples = [len(e) for e in examples]
-
-        built = [_memory_dataset(task, examples[k], batch_size=batch_size, drop_remainder=drop_remainder,
-                                 shuffle=(k == 0 and shuffle and not cache), seed=seed) for k in range(3)]
+        built, n_examples, test_events = _memory_splits(task, files, cap=cap, **options)
 
     datasets = [_finish(dataset, n_batches, cache=cache, reshuffle=(k == 0 and shuffle), seed=seed)
                 for k, (dataset, n_batches) in enumerate(built)]

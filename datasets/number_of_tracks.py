@@ -57,7 +57,8 @@ def counting_task(name: str, view_names: tuple[str, ...], max_tracks: int, radiu
                 class_names=[f"{k} track{'s' if k > 1 else ''}" for k in range(1, max_tracks + 1)],
                 max_tracks=max_tracks, radius_channel=radius_channel)
     return common.Task(name=name, fields=views.fields_for(view_names, radius_channel), convert=convert,
-                       signature=signature, keep=keep, compact=compact, keep_rule=f"0 or more than {max_tracks} tracks", info=info)
+                       signature=signature, keep=keep, compact=compact,
+                       keep_rule=f"0 or more than {max_tracks} tracks", info=info)
 
 
 def load(source, *, view="top", max_tracks: int = 4, radius_channel: bool = False, **options) -> Splits:

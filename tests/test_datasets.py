@@ -413,8 +413,9 @@ def test_streaming_memory_bounded_by_chunk_not_files(tmp_path):
     import tracemalloc
 
     rng = np.random.default_rng(12)
-    layouts = {"8 files of 1000": [write_events(tmp_path / f"small{i}.root", random_events(1000, rng)) for i in range(8)],
-               "2 files of 4000": [write_events(tmp_path / f"big{i}.root", random_events(4000, rng)) for i in range(2)]}
+    layouts = {
+        "8 files of 1000": [write_events(tmp_path / f"small{i}.root", random_events(1000, rng)) for i in range(8)],
+        "2 files of 4000": [write_events(tmp_path / f"big{i}.root", random_events(4000, rng)) for i in range(2)]}
     task = number_of_tracks.counting_task("memory", ("top",), 4, False)
     peaks = {}
     for name, paths in layouts.items():
