@@ -348,7 +348,7 @@ def _sum_over_workers(run: Run, matrix):
     replicas = strategy.num_replicas_in_sync
     workers = run.shard[1]
 
-    @tf.function
+    @tf.function(autograph=False)
     def total():
         # Every replica contributes value / (local replicas) so the sum counts each worker once.
         per_replica = strategy.run(lambda: value * (workers / replicas))

@@ -155,7 +155,7 @@ def agree_steps(strategy, local_steps: int) -> int:
         return local_steps
     value = tf.constant(float(local_steps))
 
-    @tf.function
+    @tf.function(autograph=False)
     def mean_over_workers():
         per_replica = strategy.run(lambda: tf.identity(value))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
@@ -303,12 +303,14 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
             return (tf.reduce_sum(loss_fn(targets, predictions)), tf.reduce_sum(correct_fn(targets, predictions)),
                     tf.cast(tf.shape(targets)[0], tf.float32))
 
-        @tf.function
+        # autograph=False: no tensor-dependent Python control flow here, and traced functions then
+        # never re-read this file (a long job keeps working while the source is being edited).
+        @tf.function(autograph=False)
         def train_step(batch):
             sums = strategy.run(replica_train, args=batch)
             return [strategy.reduce(sum_op, value, axis=None) for value in sums]
 
-        @tf.function
+        @tf.function(autograph=False)
         def eval_step(batch):
             sums = strategy.run(replica_eval, args=batch)
             return [strategy.reduce(sum_op, value, axis=None) for value in sums]
