@@ -76,13 +76,14 @@ def test_view_builders_shapes_and_features():
     pytest.importorskip("tensorflow")
     from architectures import front, side, top, view3d
 
-    for module, shape, name in ((top, (18, 113, 1), "top"), (side, (30, 113, 1), "side"),
-                                (front, (30, 18, 1), "front"), (view3d, (18, 113, 30, 1), "voxels")):
+    for module, shape, name, n_features in ((top, (18, 113, 1), "top", 128), (side, (30, 113, 1), "side", 128),
+                                            (front, (30, 18, 1), "front", 128),
+                                            (view3d, (18, 113, 30, 1), "voxels", 96)):
         model = module.build(n_classes=4)
         assert tuple(model.inputs[0].shape[1:]) == shape
         assert model.layers[0].name == name
         assert model.output_shape == (None, 4)
-        assert len(model.get_layer("features").output.shape) == 2  # pooled (B, F)
+        assert tuple(model.get_layer("features").output.shape) == (None, n_features)  # pooled (B, F)
         assert not any(layer.__class__.__name__ == "Lambda" for layer in model.layers)
     two_channels = top.build(input_shape=(18, 113, 2), n_classes=3)
     assert two_channels.output_shape == (None, 3)
