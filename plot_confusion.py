@@ -1,7 +1,8 @@
 """Confusion heat map and a gallery of misclassified events for a trained track counter.
 
 Loads --model (.keras, safe mode), predicts on the test split of --data (the same split as the
-training script given the same --seed and --split-by), writes metrics.json, the confusion matrix
+training script given the same --seed and --split-by; or, with --all-events, on every event of a
+held-out --data), writes metrics.json, the confusion matrix
 (rows = true count, columns = predicted; PDF and PNG) and a gallery of up to --max-gallery
 misclassified events: top, side and front views with the true and predicted count and the softmax
 output, as one multi-page PDF (misclassified.pdf) and one PNG per event (misclassified/).
@@ -27,6 +28,8 @@ def build_parser():
                         help="trained counting model, .keras (default %(default)s)")
     parser.add_argument("--max-gallery", type=int, default=20,
                         help="misclassified events drawn, 0 for none (default %(default)s)")
+    parser.add_argument("--all-events", action="store_true",
+                        help="evaluate on every event of --data (a held-out set), not on its test split")
     return parser
 
 
@@ -100,13 +103,14 @@ def main(argv=None) -> int:
         model = keras.saving.load_model(args.model, safe_mode=True, compile=False)
         args.max_tracks = int(model.output_shape[-1])
         views = model_views(model)
+        whole = dict(split=(0.0, 0.0, 1.0), require_train=False) if args.all_events else {}
         if views == ("voxel",):
-            splits = cli.load_counting(run, three_d=True)
+            splits = cli.load_counting(run, three_d=True, **whole)
             test = splits.test
         else:
             # Load all three views, so the test events carry every field the gallery draws (the
             # split depends only on the seed, the files and the entries: it is the training run's).
-            splits = cli.load_counting(run, view=GALLERY_VIEWS)
+            splits = cli.load_counting(run, view=GALLERY_VIEWS, **whole)
             test = splits.test
             if len(views) == 1:
                 import tensorflow as tf
@@ -117,7 +121,8 @@ def main(argv=None) -> int:
                                    total=-(-splits.n_test // args.batch_size))
         labels = cli.counting_labels(args.max_tracks)
         result = snm.counting_metrics(targets, outputs, args.max_tracks, labels)
-        result = {"task": "track counting", "split": "test", "model": str(args.model), **result}
+        result = {"task": "track counting", "split": "all events" if args.all_events else "test",
+                  "model": str(args.model), **result}
         snm.write_metrics(run.out / "metrics.json", result)
         title = f"{'+'.join(views)} counter {Path(args.model).name}"
         plots.plot_confusion(result["confusion_matrix"], run.out / "confusion_matrix", labels=labels, title=title)

@@ -219,9 +219,9 @@ def event_hash(seed: int, path: str, entries: np.ndarray) -> np.ndarray:
 
 def _check_split(split) -> np.ndarray:
     fractions = np.asarray(split, dtype=np.float64)
-    if fractions.shape != (3,) or np.any(fractions < 0) or abs(fractions.sum() - 1.0) > 1e-6 or fractions[0] == 0:
-        raise ValueError(f"split must be three non-negative fractions (train, validation, test) summing to 1 "
-                         f"with a non-zero train fraction, got {split!r}")
+    if fractions.shape != (3,) or np.any(fractions < 0) or abs(fractions.sum() - 1.0) > 1e-6:
+        raise ValueError(f"split must be three non-negative fractions (train, validation, test) summing to 1, "
+                         f"got {split!r}")
     return fractions
 
 

@@ -228,11 +228,13 @@ def data_source(run: Run):
     return str(source)
 
 
-def load_counting(run: Run, *, view=None, three_d: bool = False, shard=None, **extra):
+def load_counting(run: Run, *, view=None, three_d: bool = False, shard=None, require_train: bool = True, **extra):
     """Load the counting dataset (``datasets.number_of_tracks`` or ``..3D``) with the run's flags.
 
     ``view``: "top", "side", "front" or a tuple of them (ignored for ``three_d``). ``shard``:
-    default this worker's shard. Returns the loader's ``Splits``.
+    default this worker's shard. ``require_train``: an empty training split is an error (False
+    for evaluation-only loads). ``extra``: more loader options (e.g. ``split``). Returns the
+    loader's ``Splits``.
     """
     args = run.args
     if three_d:
@@ -252,7 +254,7 @@ def load_counting(run: Run, *, view=None, three_d: bool = False, shard=None, **e
                             "shard": list(run.shard), "info": splits.info})
     run.log(f"data: {splits.n_train} train, {splits.n_validation} validation, {splits.n_test} test events"
             + (f" (worker {run.shard[0]} of {run.shard[1]})" if run.shard[1] > 1 else ""))
-    if splits.n_train == 0:
+    if require_train and splits.n_train == 0:
         raise ValueError("the training split is empty: give more events (--data, --max-events)")
     return splits
 

@@ -255,3 +255,15 @@ def test_demo_runs(tmp_path):
 
     assert demo.main(["--out", str(tmp_path / "demo"), "--epochs", "1", "--max-events", "2000", "--quiet"]) == 0
     assert_run_folder(tmp_path / "demo")
+
+
+def test_plot_confusion_all_events_scores_every_event(tiny_data, view_runs, tmp_path):
+    import plot_confusion as script
+
+    out = tmp_path / "heldout"
+    status = script.main(["--model", str(view_runs["front"] / "model.keras"), "--data", str(tiny_data), "--out",
+                          str(out), "--max-gallery", "0", "--all-events", "--quiet"])
+    assert status == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "all events" and metrics["n_events"] == 160
+    assert int(np.sum(metrics["confusion_matrix"])) == 160
