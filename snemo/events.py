@@ -79,6 +79,7 @@ class EventFileError(ValueError):
     """Bad event input. ``str()`` names the file, the entry and the branch when they are known."""
 
     def __init__(self, message: str, *, file=None, entry=None, branch=None):
+        message = " ".join(str(message).split())  # one line, even when it quotes a multi-line error
         self.file, self.entry, self.branch, self.reason = file, entry, branch, message
         where = []
         if file is not None:
