@@ -1,7 +1,7 @@
 """Demo (``python -m snemo.demo``, ``make demo``): data, event displays, a top-view counter trained for a few minutes.
 
 1. Generates the built-in ``my_generator`` dataset under ``data/`` if it is absent.
-2. Writes a few event displays (with :mod:`snemo.display` when it is installed).
+2. Writes a few event displays (:mod:`snemo.display`).
 3. Trains the top-view track counter on the CPU with small defaults (about 5 minutes on 2 cores),
    evaluates it on the test split and prints the confusion matrix and the accuracy.
 
@@ -37,14 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 def write_displays(source: Path, out: Path, per_count: int) -> list[Path]:
     """Event displays of the first ``per_count`` events of each track-count folder of ``source``.
 
-    Uses ``snemo.display.save_event_displays`` when the module exists; otherwise prints a note and
-    returns [].
+    Returns the PNG paths.
     """
-    try:
-        display = importlib.import_module("snemo.display")
-    except ImportError:
-        print("note: snemo.display is not installed; skipping the event displays")
-        return []
+    from snemo import display
     from snemo.events import EventBatch, find_files, read_events
 
     folders = sorted(p for p in Path(source).iterdir() if p.is_dir())
@@ -69,8 +64,7 @@ def main(argv=None) -> int:
         print("2/3 event displays", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         paths = write_displays(source, out, args.displays)
-        if paths:
-            print(f"    {len(paths)} displays in {out / 'event_displays'}")
+        print(f"    {len(paths)} displays in {out / 'event_displays'}")
         print("3/3 training the top-view track counter on the CPU", flush=True)
         if str(REPO) not in sys.path:
             sys.path.insert(0, str(REPO))
