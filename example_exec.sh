@@ -30,7 +30,7 @@ set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")}"
 mkdir -p runs
 
-# Environment: the repository's virtual environment (make setup), with tensorflow[and-cuda] on GPU nodes.
+# Environment: the repository's virtual environment (make setup), plus `pip install -r requirements-gpu.txt` (CUDA wheels) on GPU nodes.
 # module load cuda/12   # if your site provides CUDA as a module instead of the pip wheels
 source .venv/bin/activate
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
