@@ -430,11 +430,8 @@ def _chunk_to_batch(arrays, names: list[str], path: str, file_index: int, entry_
             values, counts = raw[name]
             legacy = name == "grid_side"  # my_generator.cxx leaves grid_side empty: side 1
             check_counts(name, counts, hit_counts, "hits", allow_empty=legacy)
-            if legacy and len(values) != n_total_hits:
-                filled = np.repeat(counts == hit_counts, hit_counts)
-                out = np.ones(n_total_hits, dtype=dtype)
-                out[filled] = values
-                values = out
+            if legacy:
+                values = _side_1_where_empty(values, counts, hit_counts, dtype)
             hits[name] = _cast(values, dtype, name, path, entry, hit_counts)
         elif name == "grid_side":
             hits[name] = np.ones(n_total_hits, dtype=dtype)
@@ -448,11 +445,8 @@ def _chunk_to_batch(arrays, names: list[str], path: str, file_index: int, entry_
         values, counts = raw[name]
         legacy = name == "calo_side"
         check_counts(name, counts, track_counts, "tracks (entries of track_split)", allow_empty=legacy)
-        if legacy and len(values) != n_total_tracks:
-            filled = np.repeat(counts == track_counts, track_counts)
-            out = np.ones(n_total_tracks, dtype=dtype)
-            out[filled] = values
-            values = out
+        if legacy:
+            values = _side_1_where_empty(values, counts, track_counts, dtype)
         tracks[name] = values
     if "calo_column" in tracks and "calo_side" not in tracks:
         tracks["calo_side"] = np.ones(n_total_tracks, dtype=np.int8)
@@ -464,6 +458,16 @@ def _chunk_to_batch(arrays, names: list[str], path: str, file_index: int, entry_
         tracks = {k: v for k, v in tracks.items() if k in fields or k in REQUIRED_BRANCHES}
     return EventBatch(offsets_from_counts(hit_counts), hits, offsets_from_counts(track_counts), tracks,
                       files=(path,), file_index=np.zeros(n_events, dtype=np.int32), entry=entry)
+
+
+def _side_1_where_empty(values: np.ndarray, counts: np.ndarray, expected: np.ndarray, dtype) -> np.ndarray:
+    """A side branch left empty in some entries (the original macro never filled it) reads as side 1 there."""
+    if len(values) == int(expected.sum()):
+        return values
+    filled = np.repeat(counts == expected, expected)
+    out = np.ones(int(expected.sum()), dtype=dtype)
+    out[filled] = values
+    return out
 
 
 def _cast(values: np.ndarray, dtype: np.dtype, name: str, path: str, entry: np.ndarray, counts) -> np.ndarray:
