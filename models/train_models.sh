@@ -26,7 +26,7 @@ step() {  # step NAME COMMAND...: run once (resumes), then ship the best model
 MG=data/train/my_generator
 TH=data/train/toyhaystack
 step top_my_generator   $PY number_of_tracks_classification.py --view top   --data $MG --epochs 6 --steps-per-epoch 800 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
-step side_my_generator  $PY number_of_tracks_classification.py --view side  --data $MG --epochs 3 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
+step side_my_generator  $PY number_of_tracks_classification.py --view side  --data $MG --epochs 6 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
 step front_my_generator $PY number_of_tracks_classification.py --view front --data $MG --epochs 6 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
 step voxel_my_generator $PY number_of_tracks_classification3D.py --data $MG --epochs 2 --steps-per-epoch 200 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine
 step top_toyhaystack    $PY number_of_tracks_classification.py --view top   --data $TH --epochs 3 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
