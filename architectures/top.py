@@ -49,11 +49,21 @@ def view_cnn(input_shape, n_classes: int, *, pools, filters, convs_per_block=2, 
             x = layers.MaxPooling2D(pool_size=pool, padding="same", name=f"block{block}_pool")(x)
     average = layers.GlobalAveragePooling2D(name="global_average")(x)  # (B, filters[-1])
     maximum = layers.GlobalMaxPooling2D(name="global_max")(x)  # (B, filters[-1])
+    return keras.Model(inputs, counting_head(average, maximum, n_classes, dense, dropout), name=name)
+
+
+def counting_head(average, maximum, n_classes: int, dense: int, dropout: float):
+    """``features`` (concatenated global average and max pooling) -> dense -> dropout -> softmax ``count``.
+
+    Shared by every counter, so the combined model can always cut at ``features``. Returns the
+    (B, n_classes) output tensor.
+    """
+    from keras import layers
+
     features = layers.Concatenate(name="features")([average, maximum])  # (B, 2 * filters[-1])
     x = layers.Dense(dense, activation="relu", name="head_dense")(features)
     x = layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="count")(x)  # (B, n_classes)
-    return keras.Model(inputs, outputs, name=name)
+    return layers.Dense(n_classes, activation="softmax", name="count")(x)  # (B, n_classes)
 
 
 def build(input_shape=(*geo.TOP_SHAPE, 1), n_classes: int = 4, *, filters=(16, 32, 48, 64), dense: int = 128,

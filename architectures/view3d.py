@@ -8,6 +8,7 @@ Layer names: ``block<i>_conv``, ``block<i>_bn``, ``block<i>_relu``, ``block<i>_p
 
 from __future__ import annotations
 
+from architectures.top import counting_head
 from snemo import geometry as geo
 
 
@@ -37,8 +38,5 @@ def build(input_shape=(*geo.VOXEL_SHAPE, 1), n_classes: int = 4, *, filters=(8, 
         x = layers.ReLU(name=f"block{block}_relu")(x)
     average = layers.GlobalAveragePooling3D(name="global_average")(x)  # (B, filters[-1])
     maximum = layers.GlobalMaxPooling3D(name="global_max")(x)  # (B, filters[-1])
-    features = layers.Concatenate(name="features")([average, maximum])  # (B, 2 * filters[-1])
-    x = layers.Dense(dense, activation="relu", name="head_dense")(features)
-    x = layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="count")(x)  # (B, n_classes)
+    outputs = counting_head(average, maximum, n_classes, dense, dropout)  # (B, n_classes)
     return keras.Model(inputs, outputs, name="voxel_counter")

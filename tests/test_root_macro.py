@@ -26,7 +26,7 @@ def run_macro(build: Path, *args) -> subprocess.CompletedProcess:
     if not root.exists():
         root = shutil.which("root")
     if root is None:
-        pytest.skip("the `root` executable is not installed")
+        pytest.fail("PyROOT imports but the `root` executable is missing: reinstall the `root` package")
     call = "my_generator.cxx+(" + ", ".join(f'"{a}"' if isinstance(a, str) else str(a) for a in args) + ")"
     run = subprocess.run([str(root), "-b", "-q", "-l", call], cwd=build, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "my_generator: wrote" in run.stdout, run.stdout + run.stderr
