@@ -26,8 +26,17 @@ step() {  # step NAME COMMAND...: run once (resumes), then ship the best model
 MG=data/train/my_generator
 TH=data/train/toyhaystack
 step top_my_generator   $PY number_of_tracks_classification.py --view top   --data $MG --epochs 6 --steps-per-epoch 800 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
-step side_my_generator  $PY number_of_tracks_classification.py --view side  --data $MG --epochs 6 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
-step front_my_generator $PY number_of_tracks_classification.py --view front --data $MG --epochs 6 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
+# The side and front counters were trained in stages, each a resume of the same run folder with more
+# epochs (warm restarts of the cosine schedule); on a rerun a finished stage only re-scores the model.
+SIDE="$PY number_of_tracks_classification.py --view side --data $MG --steps-per-epoch 500 --batch-size 256 --lr-schedule cosine"
+step side_my_generator $SIDE --epochs 3 --learning-rate 2e-3
+step side_my_generator $SIDE --epochs 6 --learning-rate 2e-3
+step side_my_generator $SIDE --epochs 12 --learning-rate 2e-3
+step side_my_generator $SIDE --epochs 20 --learning-rate 1e-3
+FRONT="$PY number_of_tracks_classification.py --view front --data $MG --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine"
+step front_my_generator $FRONT --epochs 3
+step front_my_generator $FRONT --epochs 6
+step front_my_generator $FRONT --epochs 14
 step voxel_my_generator $PY number_of_tracks_classification3D.py --data $MG --epochs 2 --steps-per-epoch 200 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine
 step top_toyhaystack    $PY number_of_tracks_classification.py --view top   --data $TH --epochs 3 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
 step combined_my_generator $PY combined.py --data $MG --top models/top_my_generator.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 1 --steps-per-epoch 300 --batch-size 256
