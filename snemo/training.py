@@ -393,11 +393,13 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
                 if early_stopping and int(bad_var.numpy()) >= early_stopping:
                     stopped_var.assign(True)
                     stopped = True
-            epoch_var.assign(epoch + 1)
-            manager.save(checkpoint_number=epoch + 1)
+            # History first, checkpoint last: a job killed in between redoes this epoch and its record
+            # is dropped on resume; the other order would lose the record of a checkpointed epoch.
             history.append(record)
             if chief:
                 _atomic_write_json(out_dir / HISTORY_FILE, {"epochs": history})
+            epoch_var.assign(epoch + 1)
+            manager.save(checkpoint_number=epoch + 1)
             with writer.as_default(step=offset + epoch + 1):
                 for key in ("loss", "accuracy"):
                     tf.summary.scalar(f"{key}/train", record[key])
