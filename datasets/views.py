@@ -3,17 +3,23 @@
 Every function converts a whole batch of events at once: per-hit pixel indices are computed with
 vectorised NumPy and written with ONE flat scatter into ``np.zeros`` (no loop per event or hit).
 
-==========  ================  ===========================================================
-view        shape             index
-==========  ================  ===========================================================
-top         (18, 113)         top-view row (8 - layer on side 0, 9 + layer on side 1); column
-side        (30, 113)         z bin of ``wirez`` (100 mm); column
-front       (30, 18)          z bin; top-view row
-voxel       (18, 113, 30)     top-view row; column; z bin
-==========  ================  ===========================================================
+==========  ================  ===========================================  =============
+view        shape             index                                        pixel value
+==========  ================  ===========================================  =============
+top         (18, 113)         top-view row (8 - layer on side 0,           hit (1.0)
+                              9 + layer on side 1); column
+side        (30, 113)         z bin of ``wirez`` (100 mm); column          hit count
+front       (30, 18)          z bin; top-view row                          hit (1.0)
+voxel       (18, 113, 30)     top-view row; column; z bin                  hit (1.0)
+==========  ================  ===========================================  =============
 
-Pixels are float32, 1.0 where at least one hit lies, 0.0 elsewhere. With ``radius_channel`` a
-second channel holds the drift radius / 22 mm of the hit (the largest if two hits share a pixel).
+Pixels are float32, 0.0 where no hit lies. A "hit" pixel is 1.0 where at least one hit lies; a
+"hit count" pixel holds the number of hits in it (at most :data:`MAX_PIXEL_COUNT`). Top and voxel
+pixels are single cells, so counting would change nothing there. The side view stacks the 18 cells
+of a (z, column) pixel on top of each other: with 0/1 pixels two back-to-back tracks leaving the
+foil perpendicularly on both sides look exactly like one track, and the count tells them apart.
+With ``radius_channel`` a second channel holds the drift radius / 22 mm of the hit (the largest if
+two hits share a pixel).
 
 Functions take an :class:`snemo.events.EventBatch`; the ``*_pixels`` and :func:`scatter` functions
 take the flat per-hit arrays and the hit offsets directly.
@@ -33,6 +39,10 @@ VIEW_SHAPES: dict[str, tuple[int, ...]] = {
     "voxel": geo.VOXEL_SHAPE,  # (18, 113, 30)
 }
 VIEW_NAMES = tuple(VIEW_SHAPES)
+
+# What the first channel of each view holds (see the module docstring).
+PIXEL_VALUES: dict[str, str] = {"top": "hit", "side": "count", "front": "hit", "voxel": "hit"}
+MAX_PIXEL_COUNT = 255  # counts are capped so that they fit the loaders' uint8 wire format
 
 # Hit branches each view reads (the loaders read only these).
 VIEW_FIELDS: dict[str, tuple[str, ...]] = {
@@ -136,13 +146,14 @@ def top_pixel_index(batch: EventBatch) -> np.ndarray:
 # The scatter
 # ------------------------------------------------------------------------------------------------
 def scatter(pixels: np.ndarray, hit_offsets: np.ndarray, size: int, values: np.ndarray | None = None,
-            mask: np.ndarray | None = None, dtype=np.float32) -> np.ndarray:
+            mask: np.ndarray | None = None, dtype=np.float32, count: bool = False) -> np.ndarray:
     """Images (n_events, size) of ``dtype`` (float32) from per-hit flat pixels with one vectorised assignment.
 
     ``pixels``: (n_hits,) pixel of each hit inside its event's image; ``hit_offsets``: (n + 1,)
     start of each event's hits (need not start at 0). ``values``: (n_hits,) pixel values (default
     1.0); where several hits share a pixel the largest value is kept. ``mask``: (n_hits,) bool,
-    only these hits are drawn.
+    only these hits are drawn. ``count``: without ``values``, each pixel holds the number of its
+    hits (capped at :data:`MAX_PIXEL_COUNT`) instead of 1.0.
     """
     hit_offsets = np.asarray(hit_offsets)
     n_events = len(hit_offsets) - 1
@@ -152,6 +163,9 @@ def scatter(pixels: np.ndarray, hit_offsets: np.ndarray, size: int, values: np.n
     if mask is not None:
         flat = flat[mask]
         values = None if values is None else values[mask]
+    if count and values is None:
+        counts = np.bincount(flat, minlength=n_events * size)  # (n_events * size,) int64
+        return np.minimum(counts, MAX_PIXEL_COUNT).astype(dtype).reshape(n_events, size)
     out = np.zeros(n_events * size, dtype=dtype)
     if values is None:
         out[flat] = 1.0
@@ -167,7 +181,8 @@ def scatter(pixels: np.ndarray, hit_offsets: np.ndarray, size: int, values: np.n
 
 def _image(batch: EventBatch, name: str, mask=None) -> np.ndarray:
     size = view_size(name)
-    images = scatter(pixel_index(batch, name), batch.hit_offsets, size, mask=mask)  # (n, size)
+    images = scatter(pixel_index(batch, name), batch.hit_offsets, size, mask=mask,
+                     count=PIXEL_VALUES[name] == "count")  # (n, size)
     return images.reshape((len(batch),) + VIEW_SHAPES[name])
 
 
@@ -177,7 +192,7 @@ def top(batch: EventBatch) -> np.ndarray:
 
 
 def side(batch: EventBatch) -> np.ndarray:
-    """Side view (n, 30, 113) float32: 1.0 at (z bin of wirez, column) of every hit."""
+    """Side view (n, 30, 113) float32: number of hits at each (z bin of wirez, column)."""
     return _image(batch, "side")
 
 
@@ -194,7 +209,7 @@ def voxel(batch: EventBatch) -> np.ndarray:
 def make_view(batch: EventBatch, name: str, radius_channel: bool = False) -> np.ndarray:
     """View ``name`` with a channel axis: (n, H, W, C) for 2-D views, (n, 18, 113, 30, C) for voxel.
 
-    C = 1: 1.0 where a cell has a hit. C = 2 (``radius_channel``): the second channel is the drift
+    C = 1: the pixel value of :data:`PIXEL_VALUES` (1.0 or the hit count where hits lie). C = 2 (``radius_channel``): the second channel is the drift
     radius / 22 mm at hit cells (the largest where two hits share a pixel), 0 elsewhere.
     """
     radius = batch.hits["radius"] if radius_channel else None
@@ -211,7 +226,8 @@ def view_from_pixels(pixels: np.ndarray, hit_offsets: np.ndarray, name: str, rad
     shape = VIEW_SHAPES[_check_name(name)]
     size = view_size(name)
     n = len(hit_offsets) - 1
-    hit = scatter(pixels, hit_offsets, size, dtype=np.float32 if radius is not None else dtype)  # (n, size)
+    hit = scatter(pixels, hit_offsets, size, dtype=np.float32 if radius is not None else dtype,
+                  count=PIXEL_VALUES[name] == "count")  # (n, size)
     if radius is None:
         return hit.reshape((n,) + shape + (1,))  # (n, H, W, 1)
     scaled = np.asarray(radius, dtype=np.float32) / np.float32(geo.MAX_DRIFT_RADIUS)

@@ -126,8 +126,10 @@ def event_views_figure(views: dict, *, true_count: int, predicted_count: int, pr
         image = np.asarray(views[name])
         image = image[..., 0] if image.ndim == 3 else image
         axis = fig.add_subplot(cell)
-        axis.imshow(image, origin="lower", aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-        axis.set_title(f"{name} view", fontsize=9)
+        counts = image.max() > 1  # the side view holds hit counts: darker = more hits
+        axis.imshow(image, origin="lower", aspect="auto", cmap="Greys", vmin=0, vmax=max(1.0, float(image.max())),
+                    interpolation="nearest")
+        axis.set_title(f"{name} view" + (f" (hits per pixel, up to {image.max():.0f})" if counts else ""), fontsize=9)
         axis.set_xlabel(xlabel, fontsize=8)
         axis.set_ylabel(ylabel, fontsize=8)
         axis.tick_params(labelsize=7)

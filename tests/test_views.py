@@ -62,7 +62,10 @@ def reference_view(batch: EventBatch, name: str, radius_channel: bool = False) -
             zbin = int(np.floor((z + 1500.0) / 100.0))
             pixel = {"top": (row, column), "side": (zbin, column), "front": (zbin, row),
                      "voxel": (row, column, zbin)}[name]
-            out[(event,) + pixel + (0,)] = 1.0
+            if name == "side":  # the side view counts hits per pixel
+                out[(event,) + pixel + (0,)] += 1.0
+            else:
+                out[(event,) + pixel + (0,)] = 1.0
             if radius_channel:
                 index = (event,) + pixel + (1,)
                 out[index] = max(out[index], np.float32(batch.radius[hit]) / np.float32(22.0))
@@ -99,6 +102,22 @@ def test_top_pixel_count_is_number_of_distinct_cells(events):
     voxel = views.voxel(events)
     keys = cells * geo.N_Z_BINS + geo.z_bin(events.wirez)
     assert voxel.sum() == len(np.unique(event * 10**6 + keys))
+
+
+def test_side_pixels_count_hits(events):
+    side = views.side(events)
+    np.testing.assert_array_equal(side.sum(axis=(1, 2)), events.n_hits)  # every hit counted once
+    assert side.max() > 1  # the fixture stacks hits in one side pixel, so a count shows
+    front = views.front(events)
+    assert set(np.unique(front)) <= {0.0, 1.0}
+    uint8 = views.view_from_pixels(views.pixel_index(events, "side"), events.hit_offsets, "side", dtype=np.uint8)
+    np.testing.assert_array_equal(uint8[..., 0], side)
+
+
+def test_counts_are_capped():
+    pixels = np.zeros(300, dtype=np.int16)  # 300 hits in pixel 0 of one event
+    image = views.scatter(pixels, np.array([0, 300]), 4, count=True, dtype=np.uint8)
+    assert image.tolist() == [[views.MAX_PIXEL_COUNT, 0, 0, 0]]
 
 
 def test_top_pixel_index_locates_hits(events):
