@@ -30,7 +30,8 @@ the rest, once for every task:
 * **Batching.** Python plans each batch (a slice of the epoch's permutation in memory; a slice of
   the chunks read in streaming) and the task's ``convert`` turns it into NumPy arrays with one
   scatter per image, inside ``tf.numpy_function`` calls that ``map(num_parallel_calls=AUTOTUNE)``
-  runs in parallel; 0/1 images travel as uint8 and become float32 inside TensorFlow. Batches hold
+  runs in parallel; one-channel images (0/1 or hit counts) travel as uint8 and become float32
+  inside TensorFlow. Batches hold
   ``batch_size`` examples (the last one smaller unless ``drop_remainder``); then
   ``prefetch(AUTOTUNE)``. ``cache=True`` adds ``.cache()`` (the converted images stay in memory:
   small data only) and, for train, a batch-level reshuffle every epoch instead of an event-level one.
@@ -83,7 +84,7 @@ class Task:
 
     ``fields``: event branches to read. ``convert(examples) -> (inputs, labels)``: NumPy arrays
     for a batch of examples. ``signature(batch_dim) -> (inputs spec, labels spec)``: the matching
-    ``tf.TensorSpec`` structure as ``convert`` returns it; uint8 arrays (0/1 images) are cast to
+    ``tf.TensorSpec`` structure as ``convert`` returns it; uint8 arrays (one-channel images) are cast to
     float32 in the pipeline, so datasets always give float32 images. ``keep(events) -> (n,)
     bool``: events with a valid label (None: all). ``keep_rule``: words for the events that fail
     ``keep`` (for errors). ``to_examples(events) -> EventBatch``: events -> examples (None: one
@@ -119,7 +120,7 @@ def parse_views(view, allowed=("top", "side", "front")) -> tuple[str, ...]:
 
 def view_inputs(compact_batch: EventBatch, names: tuple[str, ...], radius_channel: bool):
     """Model inputs from a :func:`views.compact` batch: one (n, H, W, C) array for one view, a dict
-    name -> array for several. Wire format: uint8 0/1 for C = 1, float32 for C = 2."""
+    name -> array for several. Wire format: uint8 (0/1 or hit counts) for C = 1, float32 for C = 2."""
     if len(names) == 1:
         return views.compact_view(compact_batch, names[0], radius_channel, dtype=np.uint8)
     return {name: views.compact_view(compact_batch, name, radius_channel, dtype=np.uint8) for name in names}
@@ -375,7 +376,7 @@ def _prepare(task: Task, events: EventBatch) -> EventBatch:
 def _converter(task: Task, batch_dim):
     """``to_tensors(fetch, *args)``: runs ``fetch(*args) -> compact batch`` and ``task.convert`` in a
     ``tf.numpy_function`` and gives back the (inputs, labels) structure of ``task.signature`` (the
-    wire format); uint8 outputs (0/1 images, a quarter of the bytes) become float32 here."""
+    wire format); uint8 outputs (one-channel images, a quarter of the bytes) become float32 here."""
     import tensorflow as tf
 
     signature = task.signature(batch_dim)
@@ -387,7 +388,7 @@ def _converter(task: Task, batch_dim):
 
         outputs = tf.numpy_function(run, list(args), [spec.dtype for spec in flat_specs], stateful=False)
         outputs = [tf.ensure_shape(out, spec.shape) for out, spec in zip(outputs, flat_specs)]
-        outputs = [tf.cast(out, tf.float32) if out.dtype == tf.uint8 else out for out in outputs]  # 0/1 images
+        outputs = [tf.cast(out, tf.float32) if out.dtype == tf.uint8 else out for out in outputs]
         return tf.nest.pack_sequence_as(signature, outputs)
 
     return tf.autograph.experimental.do_not_convert(to_tensors)

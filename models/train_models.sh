@@ -26,13 +26,9 @@ step() {  # step NAME COMMAND...: run once (resumes), then ship the best model
 MG=data/train/my_generator
 TH=data/train/toyhaystack
 step top_my_generator   $PY number_of_tracks_classification.py --view top   --data $MG --epochs 6 --steps-per-epoch 800 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
-# The side and front counters were trained in stages, each a resume of the same run folder with more
-# epochs (warm restarts of the cosine schedule); on a rerun a finished stage only re-scores the model.
-SIDE="$PY number_of_tracks_classification.py --view side --data $MG --steps-per-epoch 500 --batch-size 256 --lr-schedule cosine"
-step side_my_generator $SIDE --epochs 3 --learning-rate 2e-3
-step side_my_generator $SIDE --epochs 6 --learning-rate 2e-3
-step side_my_generator $SIDE --epochs 12 --learning-rate 2e-3
-step side_my_generator $SIDE --epochs 20 --learning-rate 1e-3
+step side_my_generator  $PY number_of_tracks_classification.py --view side  --data $MG --epochs 10 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
+# The front counter was trained in stages, each a resume of the same run folder with more epochs
+# (warm restarts of the cosine schedule); on a rerun a finished stage only re-scores the model.
 FRONT="$PY number_of_tracks_classification.py --view front --data $MG --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine"
 step front_my_generator $FRONT --epochs 3
 step front_my_generator $FRONT --epochs 6

@@ -108,8 +108,8 @@ def event_views_figure(views: dict, *, true_count: int, predicted_count: int, pr
                        title: str = ""):
     """One event on one page: top, side and front views, truth, prediction and the softmax output.
 
-    ``views``: {"top": (18, 113), "side": (30, 113), "front": (30, 18)} arrays (1.0 where a cell
-    is hit; a trailing channel axis is dropped). ``probabilities``: (C,) softmax output.
+    ``views``: {"top": (18, 113), "side": (30, 113), "front": (30, 18)} arrays (0 where no hit
+    lies, 1.0 or the hit count where hits lie; a trailing channel axis is dropped). ``probabilities``: (C,) softmax output.
     Returns the matplotlib figure (the caller saves it, e.g. into a multi-page PDF).
     """
     plt = _pyplot()
