@@ -165,13 +165,9 @@ def scatter(pixels: np.ndarray, hit_offsets: np.ndarray, size: int, values: np.n
         values = None if values is None else values[mask]
     out = np.zeros(n_events * size, dtype=dtype)
     if count and values is None:
-        # Sort the few hit pixels rather than bincount over every pixel of the batch (10x faster).
-        ordered = np.sort(flat)
-        if len(ordered):
-            first = np.ones(len(ordered), dtype=bool)
-            np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-            starts = np.flatnonzero(first)
-            out[ordered[starts]] = np.minimum(np.diff(np.append(starts, len(ordered))), MAX_PIXEL_COUNT)
+        # Counting the few hit pixels is 10x faster than a bincount over every pixel of the batch.
+        hit_pixels, counts = np.unique(flat, return_counts=True)
+        out[hit_pixels] = np.minimum(counts, MAX_PIXEL_COUNT)
         return out.reshape(n_events, size)
     if values is None:
         out[flat] = 1.0
@@ -185,10 +181,13 @@ def scatter(pixels: np.ndarray, hit_offsets: np.ndarray, size: int, values: np.n
     return out.reshape(n_events, size)
 
 
+def _counts(name: str) -> bool:
+    return PIXEL_VALUES[name] == "count"
+
+
 def _image(batch: EventBatch, name: str, mask=None) -> np.ndarray:
     size = view_size(name)
-    images = scatter(pixel_index(batch, name), batch.hit_offsets, size, mask=mask,
-                     count=PIXEL_VALUES[name] == "count")  # (n, size)
+    images = scatter(pixel_index(batch, name), batch.hit_offsets, size, mask=mask, count=_counts(name))  # (n, size)
     return images.reshape((len(batch),) + VIEW_SHAPES[name])
 
 
@@ -215,7 +214,8 @@ def voxel(batch: EventBatch) -> np.ndarray:
 def make_view(batch: EventBatch, name: str, radius_channel: bool = False) -> np.ndarray:
     """View ``name`` with a channel axis: (n, H, W, C) for 2-D views, (n, 18, 113, 30, C) for voxel.
 
-    C = 1: the pixel value of :data:`PIXEL_VALUES` (1.0 or the hit count where hits lie). C = 2 (``radius_channel``): the second channel is the drift
+    C = 1: the pixel value of :data:`PIXEL_VALUES` (1.0 or the hit count where hits lie).
+    C = 2 (``radius_channel``): the second channel is the drift
     radius / 22 mm at hit cells (the largest where two hits share a pixel), 0 elsewhere.
     """
     radius = batch.hits["radius"] if radius_channel else None
@@ -233,7 +233,7 @@ def view_from_pixels(pixels: np.ndarray, hit_offsets: np.ndarray, name: str, rad
     size = view_size(name)
     n = len(hit_offsets) - 1
     hit = scatter(pixels, hit_offsets, size, dtype=np.float32 if radius is not None else dtype,
-                  count=PIXEL_VALUES[name] == "count")  # (n, size)
+                  count=_counts(name))  # (n, size)
     if radius is None:
         return hit.reshape((n,) + shape + (1,))  # (n, H, W, 1)
     scaled = np.asarray(radius, dtype=np.float32) / np.float32(geo.MAX_DRIFT_RADIUS)

@@ -109,7 +109,8 @@ def event_views_figure(views: dict, *, true_count: int, predicted_count: int, pr
     """One event on one page: top, side and front views, truth, prediction and the softmax output.
 
     ``views``: {"top": (18, 113), "side": (30, 113), "front": (30, 18)} arrays (0 where no hit
-    lies, 1.0 or the hit count where hits lie; a trailing channel axis is dropped). ``probabilities``: (C,) softmax output.
+    lies, 1.0 or the hit count where hits lie; a trailing channel axis is dropped).
+    ``probabilities``: (C,) softmax output.
     Returns the matplotlib figure (the caller saves it, e.g. into a multi-page PDF).
     """
     plt = _pyplot()
@@ -126,10 +127,10 @@ def event_views_figure(views: dict, *, true_count: int, predicted_count: int, pr
         image = np.asarray(views[name])
         image = image[..., 0] if image.ndim == 3 else image
         axis = fig.add_subplot(cell)
-        counts = image.max() > 1  # the side view holds hit counts: darker = more hits
-        axis.imshow(image, origin="lower", aspect="auto", cmap="Greys", vmin=0, vmax=max(1.0, float(image.max())),
+        peak = float(image.max())  # above 1 where the view holds hit counts (side): darker = more hits
+        axis.imshow(image, origin="lower", aspect="auto", cmap="Greys", vmin=0, vmax=max(1.0, peak),
                     interpolation="nearest")
-        axis.set_title(f"{name} view" + (f" (hits per pixel, up to {image.max():.0f})" if counts else ""), fontsize=9)
+        axis.set_title(f"{name} view" + (f" (hits per pixel, up to {peak:.0f})" if peak > 1 else ""), fontsize=9)
         axis.set_xlabel(xlabel, fontsize=8)
         axis.set_ylabel(ylabel, fontsize=8)
         axis.tick_params(labelsize=7)

@@ -51,7 +51,6 @@ def test_shipped_top_model_counts_fresh_events():
 FLOORS = {"top_my_generator": 0.98, "side_my_generator": 0.97, "front_my_generator": 0.95,
           "voxel_my_generator": 0.83, "combined_my_generator": 0.985, "top_toyhaystack": 0.975,
           "combined_toyhaystack": 0.985}
-VIEW_OF_INPUT = {"top": "top", "side": "side", "front": "front", "voxels": "voxel"}
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +67,13 @@ def fresh_events():
 def test_shipped_model_counts_todays_views(name, fresh_events):
     keras = pytest.importorskip("keras")
     from datasets import views
+    from plot_confusion import model_views
 
     batch = fresh_events["toyhaystack" if name.endswith("toyhaystack") else "my_generator"]
     model = keras.saving.load_model(MODELS / f"{name}.keras", safe_mode=True, compile=False)
-    inputs = {t.name.split(":")[0]: views.make_view(batch, VIEW_OF_INPUT[t.name.split(":")[0]]) for t in model.inputs}
-    inputs = next(iter(inputs.values())) if len(inputs) == 1 else inputs
+    names = model_views(model)  # ("top",), ..., ("voxel",) or the three views
+    inputs = {view: views.make_view(batch, view) for view in names}
+    inputs = inputs[names[0]] if len(names) == 1 else inputs
     predicted = np.argmax(model.predict(inputs, batch_size=250, verbose=0), axis=1) + 1
     accuracy = float(np.mean(predicted == batch.n_tracks))
     assert accuracy >= FLOORS[name], f"{name}: {accuracy:.4f} on fresh events"
