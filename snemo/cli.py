@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import shlex
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from snemo.events import EventFileError
+from snemo.jsonfile import write_json
 from snemo.strategy import StrategyError
 
 DATASET_KINDS = ("my_generator", "toyhaystack")
@@ -153,14 +153,7 @@ class Run:
         """Add items to config.json (chief only)."""
         self.config.update(items)
         if self.chief:
-            _write_json(self.out / "config.json", self.config)
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1, default=str)
-    os.replace(tmp, path)
+            write_json(self.out / "config.json", self.config)
 
 
 def default_out(script: str) -> Path:

@@ -23,12 +23,11 @@ Empty denominators give NaN, never a crash or a zero.
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from snemo.jsonfile import write_json
 
 
 def to_class_indices(values) -> np.ndarray:
@@ -105,32 +104,12 @@ def counting_metrics(y_true, y_pred, n_classes: int, labels=None) -> dict:
     return counting_metrics_from_confusion(confusion_matrix(y_true, y_pred, n_classes), labels)
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def write_metrics(path, metrics: dict) -> Path:
     """Write ``metrics`` as JSON to ``path`` atomically (``.tmp`` then rename); NaN and inf become ``null``.
 
     Returns the path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(_json_safe(metrics), handle, indent=1, allow_nan=False)
-    os.replace(tmp, path)
-    return path
+    return write_json(path, metrics)
 
 
 def format_confusion(matrix, labels=None, *, title: str = "Confusion matrix") -> str:

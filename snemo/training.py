@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from snemo.jsonfile import json_safe, write_json
 from snemo.strategy import is_chief, worker_shard
 
 HISTORY_FILE = "history.json"
@@ -84,25 +85,6 @@ def set_trainable(model, trainable: bool, layer_names=None) -> None:
         return
     for name in layer_names:
         model.get_layer(name).trainable = trainable
-
-
-def _atomic_write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1, allow_nan=False, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def _clean(value):
-    """JSON-safe float: NaN / inf -> None."""
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def read_history(out_dir) -> list[dict]:
@@ -370,10 +352,10 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
                     update("val_", *eval_step(batch))
             seconds = time.time() - start
             record = {"phase": phase, "epoch": epoch + 1,
-                      "loss": _clean(trackers["loss"].result()),
-                      "accuracy": _clean(trackers["accuracy"].result()),
-                      "val_loss": _clean(trackers["val_loss"].result()) if dist_val is not None else None,
-                      "val_accuracy": _clean(trackers["val_accuracy"].result()) if dist_val is not None else None,
+                      "loss": json_safe(float(trackers["loss"].result())),
+                      "accuracy": json_safe(float(trackers["accuracy"].result())),
+                      "val_loss": json_safe(float(trackers["val_loss"].result())) if dist_val is not None else None,
+                      "val_accuracy": json_safe(float(trackers["val_accuracy"].result())) if dist_val is not None else None,
                       "learning_rate": current_lr, "samples": int(n_seen), "seconds": round(seconds, 3),
                       "samples_per_second": round(n_seen / max(train_seconds, 1e-9), 1)}
 
@@ -397,7 +379,7 @@ def train(model, train_dataset, validation_dataset=None, *, strategy, out_dir, e
             # is dropped on resume; the other order would lose the record of a checkpointed epoch.
             history.append(record)
             if chief:
-                _atomic_write_json(out_dir / HISTORY_FILE, {"epochs": history})
+                write_json(out_dir / HISTORY_FILE, {"epochs": history})
             epoch_var.assign(epoch + 1)
             manager.save(checkpoint_number=epoch + 1)
             with writer.as_default(step=offset + epoch + 1):
