@@ -54,7 +54,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from datasets import views
-from snemo.events import EventBatch, _ranges, iterate_events, offsets_from_counts, read_events
+from snemo.events import EventBatch, iterate_events, offsets_from_counts, ranges, read_events
 
 
 @dataclass
@@ -180,7 +180,7 @@ def tracks_as_events(batch: EventBatch) -> EventBatch:
     keep = count > 0
     track_idx = np.flatnonzero(keep)
     start, count = start[keep], count[keep]
-    hit_idx = _ranges(start, count)
+    hit_idx = ranges(start, count)
     tracks = {k: v[track_idx] for k, v in batch.tracks.items()}
     tracks["track_split"] = count.astype(batch.tracks["track_split"].dtype)
     event = batch.track_event_index()[track_idx]
@@ -413,8 +413,8 @@ def _memory_dataset(task: Task, store: EventBatch, *, batch_size: int, drop_rema
 
     def gather(events: np.ndarray) -> EventBatch:
         """``store.take(events)`` without recomputing the store's counts on every batch."""
-        hit_idx = _ranges(store.hit_offsets[events], hit_counts[events])
-        track_idx = _ranges(store.track_offsets[events], track_counts[events])
+        hit_idx = ranges(store.hit_offsets[events], hit_counts[events])
+        track_idx = ranges(store.track_offsets[events], track_counts[events])
         return EventBatch(offsets_from_counts(hit_counts[events]), {k: v[hit_idx] for k, v in store.hits.items()},
                           offsets_from_counts(track_counts[events]),
                           {k: v[track_idx] for k, v in store.tracks.items()}, files=store.files,

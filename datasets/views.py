@@ -21,6 +21,13 @@ foil perpendicularly on both sides look exactly like one track, and the count te
 With ``radius_channel`` a second channel holds the drift radius / 22 mm of the hit (the largest if
 two hits share a pixel).
 
+A hit whose z was not measured (``wirez_missing`` = 1) is drawn in the top view only: in the side,
+front and voxel views its pixel index is the image size (one past the last pixel) and
+:func:`scatter` draws nothing for it. A cell that the input lists twice in one event (the original
+macro lists a cell crossed by two tracks under both) is one pixel of the 0/1 views (top, front,
+voxel) and counts twice in the side view when both listings fall in one (z bin, column) pixel: the
+side view counts listings, as the input gives them.
+
 Functions take an :class:`snemo.events.EventBatch`; the ``*_pixels`` and :func:`scatter` functions
 take the flat per-hit arrays and the hit offsets directly.
 """
@@ -47,10 +54,11 @@ MAX_PIXEL_COUNT = 255  # counts are capped so that they fit the loaders' uint8 w
 # Hit branches each view reads (the loaders read only these).
 VIEW_FIELDS: dict[str, tuple[str, ...]] = {
     "top": ("grid_side", "grid_layer", "grid_column"),
-    "side": ("grid_column", "wirez"),
-    "front": ("grid_side", "grid_layer", "wirez"),
-    "voxel": ("grid_side", "grid_layer", "grid_column", "wirez"),
+    "side": ("grid_column", "wirez", "wirez_missing"),
+    "front": ("grid_side", "grid_layer", "wirez", "wirez_missing"),
+    "voxel": ("grid_side", "grid_layer", "grid_column", "wirez", "wirez_missing"),
 }
+Z_VIEWS = ("side", "front", "voxel")  # views that place a hit by its z: a hit without z is not drawn there
 
 
 def view_size(name: str) -> int:
@@ -121,16 +129,26 @@ def voxel_pixels(side, layer, column, wirez) -> np.ndarray:
 def pixel_index(batch: EventBatch, name: str) -> np.ndarray:
     """Flat pixel index of every hit of ``batch`` inside its event's image of view ``name``.
 
-    int16 for top, side and front; int32 for voxel (up to 61019)."""
+    int16 for top, side and front; int32 for voxel (up to 61019). A hit without z gets the image
+    size in the z views (drawn nowhere)."""
     hits = batch.hits
     name = _check_name(name)
     if name == "top":
         return top_pixels(hits["grid_side"], hits["grid_layer"], hits["grid_column"])
     if name == "side":
-        return side_pixels(hits["grid_column"], hits["wirez"])
-    if name == "front":
-        return front_pixels(hits["grid_side"], hits["grid_layer"], hits["wirez"])
-    return voxel_pixels(hits["grid_side"], hits["grid_layer"], hits["grid_column"], hits["wirez"])
+        pixels = side_pixels(hits["grid_column"], hits["wirez"])
+    elif name == "front":
+        pixels = front_pixels(hits["grid_side"], hits["grid_layer"], hits["wirez"])
+    else:
+        pixels = voxel_pixels(hits["grid_side"], hits["grid_layer"], hits["grid_column"], hits["wirez"])
+    return _drop_missing_z(pixels, batch, name)
+
+
+def _drop_missing_z(pixels: np.ndarray, batch: EventBatch, name: str) -> np.ndarray:
+    """``pixels`` with the hits that have no z moved to the image size (drawn nowhere), for the z views."""
+    if name not in Z_VIEWS or "wirez_missing" not in batch.hits:
+        return pixels
+    return np.where(batch.hits["wirez_missing"] != 0, pixels.dtype.type(view_size(name)), pixels)
 
 
 def top_pixel_index(batch: EventBatch) -> np.ndarray:
@@ -153,13 +171,17 @@ def scatter(pixels: np.ndarray, hit_offsets: np.ndarray, size: int, values: np.n
     start of each event's hits (need not start at 0). ``values``: (n_hits,) pixel values (default
     1.0); where several hits share a pixel the largest value is kept. ``mask``: (n_hits,) bool,
     only these hits are drawn. ``count``: without ``values``, each pixel holds the number of its
-    hits (capped at :data:`MAX_PIXEL_COUNT`) instead of 1.0.
+    hits (capped at :data:`MAX_PIXEL_COUNT`) instead of 1.0. A pixel index >= ``size`` (a hit
+    without z in a z view) is drawn nowhere.
     """
     hit_offsets = np.asarray(hit_offsets)
     n_events = len(hit_offsets) - 1
     counts = np.diff(hit_offsets)
     event = np.repeat(np.arange(n_events, dtype=np.int64), counts)
     flat = event * size + pixels  # (n_hits,) index into the (n_events * size,) buffer
+    outside = pixels >= size
+    if outside.any():
+        mask = ~outside if mask is None else (mask & ~outside)
     if mask is not None:
         flat = flat[mask]
         values = None if values is None else values[mask]
@@ -264,7 +286,8 @@ def compact(batch: EventBatch, names, radius_channel: bool = False, hit_masks: d
               "side": lambda: zbin * np.int16(geo.N_COLUMNS) + column,
               "front": lambda: zbin * np.int16(geo.TOP_ROWS) + row,
               "voxel": lambda: (row * np.int16(geo.N_COLUMNS) + column).astype(np.int32) * geo.N_Z_BINS + zbin}
-    hits = {name: pixels[_check_name(name)]().astype(pixel_dtype(name), copy=False) for name in names}
+    hits = {name: _drop_missing_z(pixels[_check_name(name)]().astype(pixel_dtype(name), copy=False), batch, name)
+            for name in names}
     if radius_channel:
         hits["radius"] = np.asarray(batch.hits["radius"], dtype=np.float32)
     hits.update(hit_masks or {})

@@ -20,8 +20,6 @@ from snemo.events import EventBatch, EventFileError, write_events
 
 GenerateFn = Callable[[int, int, np.random.Generator], EventBatch]
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-
 
 def file_path(out, name: str, n_tracks: int, index: int) -> Path:
     """Path of file ``index`` of the ``n_tracks`` set: ``<out>/<N>/<name>_t<N>_<index>.root``."""
@@ -95,29 +93,16 @@ def run_generator_cli(generate_from_args: Callable[[argparse.Namespace], Generat
     return 0
 
 
-def default_dataset(kind: str = "my_generator", *, events_per_file: int = 5000, files: int = 2, seed: int = 1,
-                    progress: bool = True) -> Path:
-    """Folder of the small built-in dataset of ``kind`` (``my_generator`` or ``toyhaystack``), generated on first use.
+def ensure_dataset(generate: GenerateFn, *, out, name: str, tracks=(1, 2, 3, 4), events_per_file: int = 5000,
+                   files: int = 2, seed: int = 1, progress: bool = True) -> Path:
+    """Make the dataset ``out`` (layout of :func:`file_path`) complete: generate only the files that are missing.
 
-    ``data/<kind>/<N>/...`` for N = 1..4 tracks, ``files`` x ``events_per_file`` events each. Files
-    that already exist are kept; missing ones are generated.
+    ``generate``: a generator's ``generate(n_events, n_tracks, rng) -> EventBatch``. Returns ``out``.
     """
-    out = DATA_DIR / kind
-    if kind == "my_generator":
-        from my_generator.my_generator import generate
-        name = "my_generator"
-    elif kind == "toyhaystack":
-        from Generator.toyhaystack import generate
-        name = "toyhaystack"
-    else:
-        raise ValueError(f"unknown dataset kind '{kind}'; choose my_generator or toyhaystack")
-    for n in (1, 2, 3, 4):
+    out = Path(out)
+    for n in tracks:
         for i in range(files):
             if not file_path(out, name, n, i).exists():
                 generate_dataset(generate, out=out, name=name, tracks=(n,), events_per_file=events_per_file,
                                  files=1, first_file=i, seed=seed, progress=progress)
     return out
-
-
-if __name__ == "__main__":  # python -m snemo.datagen [my_generator|toyhaystack]: make the built-in dataset
-    print(default_dataset(sys.argv[1] if len(sys.argv) > 1 else "my_generator"))

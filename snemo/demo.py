@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"demo-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
     def body():
-        from snemo.datagen import default_dataset
+        from Generator.builtin import default_dataset
 
         print("1/3 built-in dataset (generated on first use)", flush=True)
         source = default_dataset("my_generator", progress=not args.quiet)

@@ -1,7 +1,7 @@
-"""Event files: one in-memory batch-of-events type, and ROOT reading and writing with uproot.
+"""Event files: finding, reading and writing ROOT files of events with uproot.
 
-An :class:`EventBatch` holds many events as flat per-hit and per-track arrays plus offsets, so
-every task converts whole batches with vectorised NumPy (no Python loop per event or per hit).
+Events are read into an :class:`~snemo.eventbatch.EventBatch` (many events as flat arrays plus
+offsets; re-exported here with :class:`EventFileError`, :func:`from_lists` and the field tables).
 
 Files hold one TTree ``hit_tree`` with one entry per event. Per-hit jagged branches
 (``grid_side``, ``grid_layer``, ``grid_column``, ``wirez`` mm, ``radius`` mm) and per-track jagged
@@ -14,6 +14,11 @@ README.md. Three flavours are read:
 * files of the original SN-IEgenerator ``toyhaystack`` (``calo_type``/``calo_wall`` with main-wall
   columns 0..19 and no ``calo_om``): module coordinates are mapped onto the 22 x 15 grid.
 
+A branch that is empty in every entry of a chunk that has hits or tracks (declared but never
+filled, as the macro's ``grid_side`` / ``calo_side`` and SN-IEgenerator's kink branches) reads as
+absent; an absent side branch means side 1, an absent ``wirez_missing`` means every z was measured.
+Files whose name ends in ``.tmp`` are unfinished writes and are never read.
+
 Bad input raises :class:`EventFileError`, which names the file, the entry and the branch.
 """
 
@@ -22,301 +27,17 @@ from __future__ import annotations
 import difflib
 import glob as globlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
 from snemo import geometry as geo
+from snemo.eventbatch import (HIT_FIELDS, OPTIONAL_HIT_FIELDS, REQUIRED_BRANCHES, TRACK_FIELDS, TREE_NAME,  # noqa: F401
+                              EventBatch, EventFileError, empty_batch, first_bad_event, from_lists,
+                              offsets_from_counts, ranges)
 
-TREE_NAME = "hit_tree"
-
-# Branch name -> in-memory (and written) dtype.
-HIT_FIELDS: dict[str, np.dtype] = {
-    "grid_side": np.dtype(np.int8),
-    "grid_layer": np.dtype(np.int8),
-    "grid_column": np.dtype(np.int16),
-    "wirez": np.dtype(np.float32),
-    "radius": np.dtype(np.float32),
-}
-TRACK_FIELDS: dict[str, np.dtype] = {
-    "track_split": np.dtype(np.int32),
-    "calo_side": np.dtype(np.int8),
-    "calo_column": np.dtype(np.int8),
-    "calo_row": np.dtype(np.int8),
-    "calo_type": np.dtype(np.int8),
-    "calo_wall": np.dtype(np.int8),
-    "calo_om": np.dtype(np.int16),
-    "dirx": np.dtype(np.float64),
-    "diry": np.dtype(np.float64),
-    "dirz": np.dtype(np.float64),
-    "pointx": np.dtype(np.float64),
-    "pointy": np.dtype(np.float64),
-    "pointz": np.dtype(np.float64),
-    "break_layer": np.dtype(np.int8),
-    "breakpointx": np.dtype(np.float64),
-    "breakpointy": np.dtype(np.float64),
-    "bpangle": np.dtype(np.float64),
-}
-REQUIRED_BRANCHES = ("grid_layer", "grid_column", "track_split")
-# Valid ranges of integer branches, inclusive; -1 means "unknown" where allowed.
-_RANGES = {
-    "grid_side": (0, geo.N_SIDES - 1),
-    "grid_layer": (0, geo.N_LAYERS - 1),
-    "grid_column": (0, geo.N_COLUMNS - 1),
-    "calo_side": (0, geo.N_SIDES - 1),
-    "calo_column": (0, geo.CALO_GRID_COLUMNS - 1),
-    "calo_row": (0, geo.CALO_GRID_ROWS - 1),
-    "calo_type": (-1, 2),
-    "calo_wall": (-1, 1),
-    "calo_om": (-1, geo.N_OM - 1),
-    "break_layer": (-1, geo.N_LAYERS - 1),
-}
-
-
-class EventFileError(ValueError):
-    """Bad event input. ``str()`` names the file, the entry and the branch when they are known."""
-
-    def __init__(self, message: str, *, file=None, entry=None, branch=None):
-        message = " ".join(str(message).split())  # one line, even when it quotes a multi-line error
-        self.file, self.entry, self.branch, self.reason = file, entry, branch, message
-        where = []
-        if file is not None:
-            where.append(f"file {file}")
-        if entry is not None:
-            where.append(f"entry {entry}")
-        if branch is not None:
-            where.append(f"branch '{branch}'")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
-
-
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(s, s + c) for every (s, c), vectorised. Returns int64 indices."""
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    out_starts = np.cumsum(counts) - counts
-    return np.repeat(np.asarray(starts, dtype=np.int64) - out_starts, counts) + np.arange(total, dtype=np.int64)
-
-
-def offsets_from_counts(counts) -> np.ndarray:
-    """Offsets (n + 1,) int64 from per-event counts (n,)."""
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets
-
-
-@dataclass
-class EventBatch:
-    """Many events as flat arrays.
-
-    ``hits[name]`` are flat per-hit arrays (see :data:`HIT_FIELDS`), event ``i`` owns
-    ``hit_offsets[i]:hit_offsets[i+1]``. ``tracks[name]`` are flat per-track arrays (see
-    :data:`TRACK_FIELDS`), event ``i`` owns ``track_offsets[i]:track_offsets[i+1]``.
-    ``tracks["track_split"]`` are exclusive end offsets of each track's hits, relative to the
-    event's first hit; hits after the last offset are noise. ``file_index`` / ``entry`` say where
-    each event came from (``files[file_index]``, entry number in that file's tree).
-    """
-
-    hit_offsets: np.ndarray
-    hits: dict[str, np.ndarray]
-    track_offsets: np.ndarray
-    tracks: dict[str, np.ndarray]
-    files: tuple[str, ...] = ()
-    file_index: np.ndarray | None = None
-    entry: np.ndarray | None = None
-
-    def __post_init__(self):
-        n = len(self.hit_offsets) - 1
-        if self.file_index is None:
-            self.file_index = np.full(n, -1, dtype=np.int32)
-        if self.entry is None:
-            self.entry = np.arange(n, dtype=np.int64)
-
-    # ---- sizes -----------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.hit_offsets) - 1
-
-    @property
-    def n_hits(self) -> np.ndarray:
-        """Hits per event (n,), int64."""
-        return np.diff(self.hit_offsets)
-
-    @property
-    def n_tracks(self) -> np.ndarray:
-        """Tracks per event (n,), int64: ``len(track_split)``, the label of track counting."""
-        return np.diff(self.track_offsets)
-
-    def __getattr__(self, name):
-        # batch.grid_layer, batch.calo_row ... read the flat arrays.
-        if name in ("hits", "tracks"):
-            raise AttributeError(name)
-        if name in self.hits:
-            return self.hits[name]
-        if name in self.tracks:
-            return self.tracks[name]
-        raise AttributeError(f"EventBatch has no field '{name}'; hit fields: {sorted(self.hits)}, "
-                             f"track fields: {sorted(self.tracks)}")
-
-    # ---- per-hit views of the truth -------------------------------------------------------
-    def hit_event_index(self) -> np.ndarray:
-        """Event number (0..n-1) of every hit, int64 (n_hits_total,)."""
-        return np.repeat(np.arange(len(self), dtype=np.int64), self.n_hits)
-
-    def track_event_index(self) -> np.ndarray:
-        """Event number of every track, int64 (n_tracks_total,)."""
-        return np.repeat(np.arange(len(self), dtype=np.int64), self.n_tracks)
-
-    def hit_track_index(self) -> np.ndarray:
-        """Truth track of every hit: 0-based index within its event, -1 for noise. int64."""
-        n_total = int(self.hit_offsets[-1])
-        if n_total == 0:
-            return np.zeros(0, dtype=np.int64)
-        track_event = self.track_event_index()
-        global_end = self.hit_offsets[track_event] + self.tracks["track_split"].astype(np.int64)
-        hit_global = np.arange(n_total, dtype=np.int64)
-        track = np.searchsorted(global_end, hit_global, side="right")  # first track ending after hit
-        event = self.hit_event_index()
-        in_event = track < self.track_offsets[event + 1]
-        return np.where(in_event, track - self.track_offsets[event], -1)
-
-    # ---- selection and joining --------------------------------------------------------------
-    def take(self, events) -> "EventBatch":
-        """New batch with the given events (indices or boolean mask), in that order."""
-        events = np.asarray(events)
-        if events.dtype == bool:
-            events = np.flatnonzero(events)
-        events = events.astype(np.int64)
-        hit_idx = _ranges(self.hit_offsets[events], self.n_hits[events])
-        track_idx = _ranges(self.track_offsets[events], self.n_tracks[events])
-        return EventBatch(
-            hit_offsets=offsets_from_counts(self.n_hits[events]),
-            hits={k: v[hit_idx] for k, v in self.hits.items()},
-            track_offsets=offsets_from_counts(self.n_tracks[events]),
-            tracks={k: v[track_idx] for k, v in self.tracks.items()},
-            files=self.files, file_index=self.file_index[events], entry=self.entry[events])
-
-    def __getitem__(self, item) -> "EventBatch":
-        if isinstance(item, slice):
-            return self.take(np.arange(len(self))[item])
-        if np.isscalar(item):
-            return self.take([item])
-        return self.take(item)
-
-    @staticmethod
-    def concatenate(batches: Sequence["EventBatch"]) -> "EventBatch":
-        """Join batches event-wise; keeps only the fields every batch has."""
-        batches = [b for b in batches]
-        if not batches:
-            return empty_batch()
-        hit_keys = set.intersection(*(set(b.hits) for b in batches))
-        track_keys = set.intersection(*(set(b.tracks) for b in batches))
-        files: list[str] = []
-        file_index = []
-        for b in batches:
-            remap = np.array([_index_of(files, f) for f in b.files] + [-1], dtype=np.int32)
-            file_index.append(remap[b.file_index])  # -1 indexes the trailing -1
-        return EventBatch(
-            hit_offsets=offsets_from_counts(np.concatenate([b.n_hits for b in batches])),
-            hits={k: np.concatenate([b.hits[k] for b in batches]) for k in sorted(hit_keys)},
-            track_offsets=offsets_from_counts(np.concatenate([b.n_tracks for b in batches])),
-            tracks={k: np.concatenate([b.tracks[k] for b in batches]) for k in sorted(track_keys)},
-            files=tuple(files), file_index=np.concatenate(file_index),
-            entry=np.concatenate([b.entry for b in batches]))
-
-    def validate(self, where: str = "<memory>") -> None:
-        """Check the invariants; raise :class:`EventFileError` naming the first bad event."""
-        _validate(self, where, entry_of=lambda i: int(self.entry[i]))
-
-
-def _index_of(items: list, item) -> int:
-    if item not in items:
-        items.append(item)
-    return items.index(item)
-
-
-def empty_batch() -> EventBatch:
-    """A batch with no events and every standard field."""
-    return EventBatch(np.zeros(1, np.int64), {k: np.zeros(0, d) for k, d in HIT_FIELDS.items()},
-                      np.zeros(1, np.int64),
-                      {k: np.zeros(0, d) for k, d in TRACK_FIELDS.items() if k not in _OPTIONAL_TRACK})
-
-
-_OPTIONAL_TRACK = ("break_layer", "breakpointx", "breakpointy", "bpangle")
-
-
-def from_lists(events: Iterable[dict]) -> EventBatch:
-    """Build a batch from per-event dicts of lists (for tests and small hand-made examples).
-
-    Each dict has per-hit lists (``grid_side``, ``grid_layer``, ``grid_column``, ``wirez``,
-    ``radius``) and per-track lists (``track_split`` and optionally calorimeter / line truth).
-    Missing standard fields get defaults (side 1, z 0, radius 0, calo -1, line NaN-free zeros).
-    """
-    events = list(events)
-    n_hits = [len(e["grid_layer"]) for e in events]
-    n_tracks = [len(e["track_split"]) for e in events]
-    hits, tracks = {}, {}
-    for name, dtype in HIT_FIELDS.items():
-        default = 1 if name == "grid_side" else 0
-        hits[name] = np.concatenate([np.asarray(e.get(name, [default] * nh), dtype=dtype).reshape(-1)
-                                     for e, nh in zip(events, n_hits)]) if events else np.zeros(0, dtype)
-    for name, dtype in TRACK_FIELDS.items():
-        if name in _OPTIONAL_TRACK and not any(name in e for e in events):
-            continue
-        default = 1 if name == "calo_side" else (-1 if name.startswith(("calo_t", "calo_w", "calo_o", "break"))
-                                                  else 0)
-        tracks[name] = np.concatenate([np.asarray(e.get(name, [default] * nt), dtype=dtype).reshape(-1)
-                                       for e, nt in zip(events, n_tracks)]) if events else np.zeros(0, dtype)
-    return EventBatch(offsets_from_counts(n_hits), hits, offsets_from_counts(n_tracks), tracks)
-
-
-# ------------------------------------------------------------------------------------------------
-# Validation
-# ------------------------------------------------------------------------------------------------
-def _first_bad_event(bad_items: np.ndarray, offsets: np.ndarray) -> int:
-    """Event index owning the first True of a flat per-item mask."""
-    first = int(np.flatnonzero(bad_items)[0])
-    return int(np.searchsorted(offsets, first, side="right") - 1)
-
-
-def _validate(batch: EventBatch, where: str, entry_of) -> None:
-    n_hits = batch.n_hits
-    split = batch.tracks["track_split"].astype(np.int64)
-    track_event = batch.track_event_index()
-    if np.any(split < 0):
-        i = _first_bad_event(split < 0, batch.track_offsets)
-        raise EventFileError("track_split has a negative offset", file=where, entry=entry_of(i),
-                             branch="track_split")
-    if np.any(split > n_hits[track_event]):
-        i = _first_bad_event(split > n_hits[track_event], batch.track_offsets)
-        raise EventFileError(f"track_split goes beyond the event's {int(n_hits[i])} hits "
-                             f"({batch.tracks['track_split'][batch.track_offsets[i]:batch.track_offsets[i+1]].tolist()})",
-                             file=where, entry=entry_of(i), branch="track_split")
-    decreasing = np.zeros(len(split), dtype=bool)
-    if len(split) > 1:
-        same_event = track_event[1:] == track_event[:-1]
-        decreasing[1:] = same_event & (split[1:] < split[:-1])
-    if np.any(decreasing):
-        i = _first_bad_event(decreasing, batch.track_offsets)
-        raise EventFileError("track_split is not increasing", file=where, entry=entry_of(i), branch="track_split")
-    for group, offsets in ((batch.hits, batch.hit_offsets), (batch.tracks, batch.track_offsets)):
-        for name, values in group.items():
-            if values.dtype.kind == "f":
-                bad = ~np.isfinite(values)
-                if np.any(bad):
-                    raise EventFileError("value is NaN or infinite", file=where,
-                                         entry=entry_of(_first_bad_event(bad, offsets)), branch=name)
-            elif name in _RANGES:
-                low, high = _RANGES[name]
-                bad = (values < low) | (values > high)
-                if np.any(bad):
-                    i = _first_bad_event(bad, offsets)
-                    value = values[np.flatnonzero(bad)[0]]
-                    raise EventFileError(f"index {value} out of range [{low}, {high}]", file=where,
-                                         entry=entry_of(i), branch=name)
-
+UNFINISHED_SUFFIX = ".tmp"  # writers write name.tmp and rename it when the file is complete
 
 # ------------------------------------------------------------------------------------------------
 # File discovery
@@ -325,7 +46,8 @@ def find_files(source) -> list[str]:
     """Expand ``source`` into a sorted list of ROOT files.
 
     ``source``: a file path, a directory (searched recursively for ``*.root``), a glob pattern,
-    or a list/tuple of any of these. Raises :class:`EventFileError` when a path does not exist or
+    or a list/tuple of any of these. Unfinished writes (``*.tmp``) are skipped by directories and
+    patterns and refused when named. Raises :class:`EventFileError` when a path does not exist or
     a directory or pattern matches nothing.
     """
     if isinstance(source, (list, tuple)):
@@ -334,6 +56,8 @@ def find_files(source) -> list[str]:
             files.extend(f for f in find_files(item) if f not in files)
         return files
     path = os.fspath(source)
+    if path.endswith(UNFINISHED_SUFFIX) and os.path.isfile(path):
+        raise EventFileError("an unfinished write (a writer was killed before renaming it); not read", file=path)
     if os.path.isdir(path):
         found = sorted(str(p) for p in Path(path).rglob("*.root"))
         if not found:
@@ -342,7 +66,8 @@ def find_files(source) -> list[str]:
     if os.path.isfile(path):
         return [path]
     if globlib.has_magic(path):
-        found = sorted(p for p in globlib.glob(path, recursive=True) if os.path.isfile(p))
+        found = sorted(p for p in globlib.glob(path, recursive=True)
+                       if os.path.isfile(p) and not p.endswith(UNFINISHED_SUFFIX))
         if not found:
             raise EventFileError("pattern matches no file", file=path)
         return found
@@ -362,10 +87,18 @@ def _open_tree(path: str, tree_name: str):
     except Exception as err:  # uproot raises ValueError / OSError / struct errors on non-ROOT data
         raise EventFileError(f"not a readable ROOT file ({type(err).__name__}: {err})", file=path) from None
     try:
-        tree = file[tree_name]
-    except Exception:
         keys = sorted({k.split(";")[0] for k in file.keys()})
+    except Exception as err:
         file.close()
+        raise EventFileError(f"truncated or corrupt ROOT file: cannot list its objects ({type(err).__name__})",
+                             file=path) from None
+    try:
+        tree = file[tree_name]
+    except Exception as err:
+        file.close()
+        if tree_name in keys:
+            raise EventFileError(f"truncated or corrupt ROOT file: tree '{tree_name}' is listed but cannot be "
+                                 f"read ({type(err).__name__})", file=path) from None
         raise EventFileError(f"tree '{tree_name}' not found; available: {keys}", file=path) from None
     if not hasattr(tree, "arrays"):
         file.close()
@@ -411,6 +144,10 @@ def _chunk_to_batch(arrays, names: list[str], path: str, file_index: int, entry_
 
     hit_counts = raw["grid_layer"][1]
     track_counts = raw["track_split"][1]
+    for name in [n for n in raw if n not in REQUIRED_BRANCHES]:
+        expected = hit_counts if name in HIT_FIELDS else track_counts
+        if len(raw[name][0]) == 0 and expected.sum() > 0:
+            del raw[name]  # declared but never filled: absent
 
     def check_counts(name, counts, expected, group, allow_empty=False):
         bad = counts != expected
@@ -436,7 +173,7 @@ def _chunk_to_batch(arrays, names: list[str], path: str, file_index: int, entry_
         elif name == "grid_side":
             hits[name] = np.ones(n_total_hits, dtype=dtype)
         elif name in ("wirez", "radius"):
-            raise EventFileError("branch not found", file=path, branch=name)
+            raise EventFileError("branch not found or empty in every entry", file=path, branch=name)
     tracks: dict[str, np.ndarray] = {}
     n_total_tracks = int(track_counts.sum())
     for name, dtype in TRACK_FIELDS.items():
@@ -477,12 +214,12 @@ def _cast(values: np.ndarray, dtype: np.dtype, name: str, path: str, entry: np.n
     if dtype.kind in "iu":
         if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
             bad = ~np.isfinite(values)
-            i = _first_bad_event(bad, offsets_from_counts(counts))
+            i = first_bad_event(bad, offsets_from_counts(counts))
             raise EventFileError("value is NaN or infinite", file=path, entry=int(entry[i]), branch=name)
         info = np.iinfo(dtype)
         bad = (values < info.min) | (values > info.max) | (values != np.round(values))
         if np.any(bad):
-            i = _first_bad_event(bad, offsets_from_counts(counts))
+            i = first_bad_event(bad, offsets_from_counts(counts))
             raise EventFileError(f"value {values[np.flatnonzero(bad)[0]]} is out of range", file=path,
                                  entry=int(entry[i]), branch=name)
     return values.astype(dtype)
@@ -497,7 +234,7 @@ def _map_toyhaystack_calo(tracks: dict, path: str, entry: np.ndarray, counts) ->
     calo_type = tracks["calo_type"].astype(np.int64)
     bad = (calo_type < 0) | (calo_type > 2)
     if np.any(bad):
-        i = _first_bad_event(bad, offsets_from_counts(counts))
+        i = first_bad_event(bad, offsets_from_counts(counts))
         raise EventFileError(f"calo_type {calo_type[np.flatnonzero(bad)[0]]} is not 0, 1 or 2", file=path,
                              entry=int(entry[i]), branch="calo_type")
     module_column = tracks["calo_column"].astype(np.int64)
@@ -528,6 +265,8 @@ def _iterate_file(path: str, *, step_size: int, fields, tree_name: str, validate
     try:
         names = _branches_to_read(tree, path, fields)
         n_entries = tree.num_entries
+        if n_entries == 0:
+            raise EventFileError(f"tree '{tree_name}' has no entries (an empty file)", file=path)
         for start in range(0, n_entries, step_size):
             stop = min(start + step_size, n_entries)
             try:
@@ -583,12 +322,13 @@ def write_events(path, batch: EventBatch, *, overwrite: bool = False, step_size:
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     batch.validate(where=f"<batch to write to {path}>")
-    missing = [name for name in HIT_FIELDS if name not in batch.hits]
+    missing = [name for name in HIT_FIELDS if name not in batch.hits and name not in OPTIONAL_HIT_FIELDS]
     if missing:
         raise ValueError(f"cannot write {path}: the batch lacks hit fields {missing}")
     codec = {"ZSTD": uproot.ZSTD, "LZ4": uproot.LZ4, "ZLIB": uproot.ZLIB, "LZMA": uproot.LZMA}[compression](level)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
+    hit_names = [n for n in HIT_FIELDS if n in batch.hits]
     track_names = [n for n in TRACK_FIELDS if n in batch.tracks]
     try:
         with uproot.recreate(tmp, compression=codec) as file:
@@ -597,7 +337,7 @@ def write_events(path, batch: EventBatch, *, overwrite: bool = False, step_size:
                 chunk = batch[start:start + step_size]
                 data = {
                     "hit": ak.zip({n: ak.unflatten(chunk.hits[n].astype(HIT_FIELDS[n]), chunk.n_hits)
-                                   for n in HIT_FIELDS}, depth_limit=2),
+                                   for n in hit_names}, depth_limit=2),
                     "track": ak.zip({n: ak.unflatten(chunk.tracks[n].astype(TRACK_FIELDS[n]), chunk.n_tracks)
                                      for n in track_names}, depth_limit=2),
                 }

@@ -23,6 +23,7 @@ N_CELLS = N_SIDES * N_LAYERS * N_COLUMNS  # 2034
 CELL_PITCH = 44.0  # mm, square cell side, same across layers and columns
 CELL_HALF = CELL_PITCH / 2.0  # mm
 MAX_DRIFT_RADIUS = CELL_HALF  # mm, radius of the circle inscribed in a cell
+MAX_HIT_RADIUS = CELL_HALF * 2 ** 0.5  # mm, 31.1: distance from the wire to a corner of the square cell
 LAYER0_WIRE_ABS_X = 53.0  # mm, |x| of the wires of layer 0 (next to the foil)
 COLUMN0_WIRE_Y = -2464.0  # mm, y of the wires of column 0
 TRACKER_HALF_Z = 1500.0  # mm, cells are 3 m long, z in [-1500, 1500]
