@@ -49,7 +49,7 @@ def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = 
 
     if target not in ("sigmoid", "softmax"):
         raise ValueError(f"target must be 'sigmoid' or 'softmax', got {target!r}")
-    names = common.parse_views(view, allowed=("top", "side", "front"))
+    names = views.parse_views(view, allowed=("top", "side", "front"))
 
     def keep(events: EventBatch) -> np.ndarray:
         return events.n_tracks >= 1
@@ -68,13 +68,13 @@ def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = 
             targets = np.minimum(counts, 1).astype(np.float32)
         else:
             targets = (counts / n_tracks[:, None]).astype(np.float32)
-        inputs = common.view_inputs(small, names, radius_channel)
+        inputs = views.view_inputs(small, names, radius_channel)
         if with_n_tracks:
             return inputs, targets, n_tracks.astype(np.int32)
         return inputs, targets
 
     def signature(batch_dim):
-        specs = (common.view_specs(names, radius_channel, batch_dim), tf.TensorSpec((batch_dim, N_TARGETS), tf.float32))
+        specs = (views.view_specs(names, radius_channel, batch_dim), tf.TensorSpec((batch_dim, N_TARGETS), tf.float32))
         return specs + (tf.TensorSpec((batch_dim,), tf.int32),) if with_n_tracks else specs
 
     channels = 2 if radius_channel else 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from datasets import common, views
+from datasets.tracks import n_tracks_with_hits, tracks_as_events
 from datasets.common import Splits
 from snemo import geometry as geo
 from snemo.events import EventBatch
@@ -43,10 +44,10 @@ def load(source, **options) -> Splits:
     def convert(small: EventBatch):
         labels = np.zeros((len(small), geo.CALO_GRID_CELLS), dtype=np.float32)
         labels[np.arange(len(small)), small.tracks["cell"]] = 1.0  # one track per example
-        return common.view_inputs(small, ("top",), False), labels  # (B, 18, 113, 1), (B, 330)
+        return views.view_inputs(small, ("top",), False), labels  # (B, 18, 113, 1), (B, 330)
 
     def signature(batch_dim):
-        return (common.view_specs(("top",), False, batch_dim),
+        return (views.view_specs(("top",), False, batch_dim),
                 tf.TensorSpec((batch_dim, geo.CALO_GRID_CELLS), tf.float32))
 
     info = dict(views=("top",), shapes={"top": geo.TOP_SHAPE + (1,)}, class_names=grid_class_names(),
@@ -54,6 +55,6 @@ def load(source, **options) -> Splits:
                 side="the track's side is visible in the input (rows 0-8 side 0, 9-17 side 1); the label is the "
                      "cell on that side; test_events.calo_side gives it per example")
     task = common.Task(name="associated_calohit_singlelabel", fields=views.fields_for("top") + CALO_FIELDS,
-                       convert=convert, signature=signature, to_examples=common.tracks_as_events, compact=compact,
-                       n_examples=common.n_tracks_with_hits, info=info)
+                       convert=convert, signature=signature, to_examples=tracks_as_events, compact=compact,
+                       n_examples=n_tracks_with_hits, info=info)
     return common.build_splits(task, source, **options)

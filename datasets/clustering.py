@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from datasets import common, views
+from datasets.tracks import n_tracks_with_hits
 from datasets.common import Splits
 from snemo import geometry as geo
 from snemo.events import EventBatch
@@ -80,7 +81,7 @@ def load(source, **options) -> Splits:
     import tensorflow as tf
 
     def keep(events: EventBatch) -> np.ndarray:
-        return common.n_tracks_with_hits(events) >= 1
+        return n_tracks_with_hits(events) >= 1
 
     def compact(events: EventBatch) -> EventBatch:
         first = canonical_hit_track_ids(events) == 0

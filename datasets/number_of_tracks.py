@@ -45,11 +45,11 @@ def counting_task(name: str, view_names: tuple[str, ...], max_tracks: int, radiu
         return small
 
     def convert(small: EventBatch):
-        return (common.view_inputs(small, view_names, radius_channel),
+        return (views.view_inputs(small, view_names, radius_channel),
                 one_hot_counts(small.n_tracks, max_tracks))  # (B, max_tracks)
 
     def signature(batch_dim):
-        return (common.view_specs(view_names, radius_channel, batch_dim),
+        return (views.view_specs(view_names, radius_channel, batch_dim),
                 tf.TensorSpec((batch_dim, max_tracks), tf.float32))
 
     channels = 2 if radius_channel else 1
@@ -73,6 +73,6 @@ def load(source, *, view="top", max_tracks: int = 4, radius_channel: bool = Fals
     ``skip_out_of_range``, ``chunk_size``, ``stream_files``), see :func:`datasets.common.build_splits`.
     Returns :class:`~datasets.common.Splits`; ``info`` has ``views``, ``shapes``, ``class_names``.
     """
-    names = common.parse_views(view, allowed=("top", "side", "front"))
+    names = views.parse_views(view, allowed=("top", "side", "front"))
     task = counting_task("number_of_tracks", names, max_tracks, radius_channel)
     return common.build_splits(task, source, **options)

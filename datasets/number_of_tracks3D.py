@@ -6,7 +6,7 @@ Same labels and options as :mod:`datasets.number_of_tracks`; the input is the vo
 
 from __future__ import annotations
 
-from datasets import common
+from datasets import common, views
 from datasets.common import Splits
 from datasets.number_of_tracks import counting_task
 
@@ -19,6 +19,6 @@ def load(source, *, max_tracks: int = 4, radius_channel: bool = False, **options
     A ``view`` argument, if given, must be "voxel".
     """
     view = options.pop("view", "voxel")
-    names = common.parse_views(view, allowed=("voxel",))
+    names = views.parse_views(view, allowed=("voxel",))
     task = counting_task("number_of_tracks3D", names, max_tracks, radius_channel)
     return common.build_splits(task, source, **options)

@@ -315,3 +315,33 @@ def track_image(batch: EventBatch, mask: np.ndarray, name: str = "top") -> np.nd
                          f"got shape {mask.shape}")
     shape = VIEW_SHAPES[_check_name(name)]
     return _image(batch, name, mask=mask).reshape((len(batch),) + shape + (1,))  # (n, H, W, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Model inputs of the loaders
+# ------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
+def parse_views(view, allowed=("top", "side", "front")) -> tuple[str, ...]:
+    """Normalise ``view`` ("top" or a tuple of names) into a tuple of distinct allowed names."""
+    names = (view,) if isinstance(view, str) else tuple(view)
+    if not names or len(set(names)) != len(names) or any(name not in allowed for name in names):
+        raise ValueError(f"view must be one of {list(allowed)} or a tuple of distinct ones, got {view!r}")
+    return names
+
+
+def view_inputs(compact_batch: EventBatch, names: tuple[str, ...], radius_channel: bool):
+    """Model inputs from a :func:`views.compact` batch: one (n, H, W, C) array for one view, a dict
+    name -> array for several. Wire format: uint8 (0/1 or hit counts) for C = 1, float32 for C = 2."""
+    if len(names) == 1:
+        return compact_view(compact_batch, names[0], radius_channel, dtype=np.uint8)
+    return {name: compact_view(compact_batch, name, radius_channel, dtype=np.uint8) for name in names}
+
+
+def view_specs(names: tuple[str, ...], radius_channel: bool, batch_dim):
+    """Wire ``tf.TensorSpec`` structure matching :func:`view_inputs` (uint8 is cast to float32 later)."""
+    import tensorflow as tf
+
+    channels = 2 if radius_channel else 1
+    dtype = tf.float32 if radius_channel else tf.uint8
+    specs = {name: tf.TensorSpec((batch_dim,) + VIEW_SHAPES[name] + (channels,), dtype) for name in names}
+    return specs[names[0]] if len(names) == 1 else specs

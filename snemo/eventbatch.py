@@ -11,6 +11,7 @@ naming the file, the entry and the branch of the first bad event. Reading and wr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -143,12 +144,14 @@ class EventBatch:
     def __len__(self) -> int:
         return len(self.hit_offsets) - 1
 
-    @property
+    # Cached: a loader takes small batches out of a large store many times per epoch. The offsets
+    # of a batch are never modified in place.
+    @cached_property
     def n_hits(self) -> np.ndarray:
         """Hits per event (n,), int64."""
         return np.diff(self.hit_offsets)
 
-    @property
+    @cached_property
     def n_tracks(self) -> np.ndarray:
         """Tracks per event (n,), int64: ``len(track_split)``, the label of track counting."""
         return np.diff(self.track_offsets)
@@ -188,10 +191,20 @@ class EventBatch:
 
     # ---- selection and joining --------------------------------------------------------------
     def take(self, events) -> "EventBatch":
-        """New batch with the given events (indices or boolean mask), in that order."""
+        """New batch with the given events: indices (n_selected,) in that order, or a boolean mask (n,).
+
+        A mask keeps the order of the batch (and the batch itself when it keeps every event)."""
         events = np.asarray(events)
         if events.dtype == bool:
-            events = np.flatnonzero(events)
+            if events.shape != (len(self),):
+                raise ValueError(f"mask must have one entry per event ({len(self)}), got shape {events.shape}")
+            if events.all():
+                return self
+            hit_mask, track_mask = np.repeat(events, self.n_hits), np.repeat(events, self.n_tracks)
+            return EventBatch(offsets_from_counts(self.n_hits[events]), {k: v[hit_mask] for k, v in self.hits.items()},
+                              offsets_from_counts(self.n_tracks[events]),
+                              {k: v[track_mask] for k, v in self.tracks.items()},
+                              files=self.files, file_index=self.file_index[events], entry=self.entry[events])
         events = events.astype(np.int64)
         hit_idx = ranges(self.hit_offsets[events], self.n_hits[events])
         track_idx = ranges(self.track_offsets[events], self.n_tracks[events])
@@ -203,6 +216,15 @@ class EventBatch:
             files=self.files, file_index=self.file_index[events], entry=self.entry[events])
 
     def __getitem__(self, item) -> "EventBatch":
+        """``batch[a:b]``: events a..b-1 as array views (no copy); other slices, indices and masks: :meth:`take`."""
+        if isinstance(item, slice) and item.step in (None, 1):
+            start, stop, _ = item.indices(len(self))
+            stop = max(start, stop)
+            h0, h1 = int(self.hit_offsets[start]), int(self.hit_offsets[stop])
+            t0, t1 = int(self.track_offsets[start]), int(self.track_offsets[stop])
+            return EventBatch(self.hit_offsets[start:stop + 1] - h0, {k: v[h0:h1] for k, v in self.hits.items()},
+                              self.track_offsets[start:stop + 1] - t0, {k: v[t0:t1] for k, v in self.tracks.items()},
+                              files=self.files, file_index=self.file_index[start:stop], entry=self.entry[start:stop])
         if isinstance(item, slice):
             return self.take(np.arange(len(self))[item])
         if np.isscalar(item):

@@ -33,9 +33,13 @@ from typing import Iterator
 import numpy as np
 
 from snemo import geometry as geo
-from snemo.eventbatch import (HIT_FIELDS, OPTIONAL_HIT_FIELDS, REQUIRED_BRANCHES, TRACK_FIELDS, TREE_NAME,  # noqa: F401
+from snemo.eventbatch import (HIT_FIELDS, OPTIONAL_HIT_FIELDS, REQUIRED_BRANCHES, TRACK_FIELDS, TREE_NAME,
                               EventBatch, EventFileError, empty_batch, first_bad_event, from_lists,
                               offsets_from_counts, ranges)
+
+__all__ = ["EventBatch", "EventFileError", "HIT_FIELDS", "OPTIONAL_HIT_FIELDS", "TRACK_FIELDS", "TREE_NAME",
+           "empty_batch", "find_files", "from_lists", "iterate_events", "offsets_from_counts", "ranges", "read_events",
+           "write_events"]
 
 UNFINISHED_SUFFIX = ".tmp"  # writers write name.tmp and rename it when the file is complete
 

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from datasets import common, number_of_tracks, number_of_tracks3D, views
+from datasets import common, number_of_tracks, number_of_tracks3D, streaming, views
+from datasets.tracks import n_tracks_with_hits
 from snemo import geometry as geo
 from snemo.events import EventBatch, EventFileError, offsets_from_counts, read_events, write_events
 from test_views import random_events
@@ -145,7 +146,7 @@ def test_calorimeter_single_label(data_dir):
 
     splits = single.load(data_dir, batch_size=64, shuffle=False)
     events = read_events(data_dir)
-    assert splits.n_train + splits.n_validation + splits.n_test == int(common.n_tracks_with_hits(events).sum())
+    assert splits.n_train + splits.n_validation + splits.n_test == int(n_tracks_with_hits(events).sum())
     x, y = collect(splits.test)
     tracks = splits.test_events
     assert np.all(tracks.n_tracks == 1) and np.all(tracks.n_hits > 0)
@@ -422,9 +423,9 @@ def test_streaming_memory_bounded_by_chunk_not_files(tmp_path):
         n = [len(read_events(p, fields=("track_split",))) for p in paths]
         codes = [np.zeros(k, np.int8) for k in n]  # every event in the train split
         tracemalloc.start()
-        chunks = common._stream_chunks(task, paths, codes, 0, chunk=256, n_open=2, rng=np.random.default_rng(0),
+        chunks = streaming._stream_chunks(task, paths, codes, 0, chunk=256, n_open=2, rng=np.random.default_rng(0),
                                        max_per_file=n)
-        seen = sum(len(task.convert(batch)[1]) for batch in common._rebatch(chunks, 256, False))
+        seen = sum(len(task.convert(batch)[1]) for batch in streaming._rebatch(chunks, 256, False))
         peaks[name] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert seen == 8000
