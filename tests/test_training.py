@@ -219,3 +219,87 @@ print(np.abs(kernels["one"] - kernels["two"]).max() / step)
                             timeout=180)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout.split()[-1]) < 1e-5
+
+
+# ------------------------------------------------------------------------------------------------
+# Step objects other than the classifier (tests/toy_steps.py): a GAN and a two-head model train
+# through the same loop under the default strategy and MirroredStrategy over two logical CPUs, and a
+# job killed after epoch 1 resumes to the weights of an uninterrupted run.
+# ------------------------------------------------------------------------------------------------
+
+KINDS = ("gan", "two_head")  # the classifier step: test_resume_ends_with_the_weights_of_an_uninterrupted_run
+STRATEGIES = ("default", "mirrored")
+
+
+def run_toy_jobs(jobs):
+    """Run tests/toy_steps.py on ``jobs`` in a new process (two logical CPUs); returns its summaries."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(repo), TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, str(repo / "tests" / "toy_steps.py"), json.dumps(jobs)], cwd=repo,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return {Path(item["out"]).name: item for item in json.loads(result.stdout.splitlines()[-1])}
+
+
+@pytest.fixture(scope="module")
+def toy_runs(tmp_path_factory):
+    """Uninterrupted 2-epoch runs, and runs killed after epoch 1 then resumed in a new process."""
+    root = tmp_path_factory.mktemp("toy_steps")
+
+    def jobs(name, epochs, seed):
+        return [{"kind": kind, "strategy": strategy, "out": str(root / f"{name}-{kind}-{strategy}"),
+                 "epochs": epochs, "seed": seed} for kind in KINDS for strategy in STRATEGIES]
+
+    first = run_toy_jobs(jobs("whole", 2, 0) + jobs("killed", 1, 0))
+    # The new process builds its networks with another seed: only a real restore gives back the weights.
+    resumed = run_toy_jobs(jobs("killed", 2, 5))
+    return root, first, resumed
+
+
+@pytest.mark.parametrize("strategy_name", STRATEGIES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_toy_step_trains_and_resumes_to_the_uninterrupted_weights(toy_runs, kind, strategy_name):
+    root, first, resumed = toy_runs
+    whole_dir, killed_dir = root / f"whole-{kind}-{strategy_name}", root / f"killed-{kind}-{strategy_name}"
+    summary = resumed[killed_dir.name]
+    assert summary["replicas"] == (2 if strategy_name == "mirrored" else 1)
+    assert first[whole_dir.name]["epochs_done"] == 2 and first[killed_dir.name]["epochs_done"] == 1
+    assert summary["resumed_from"] == 1 and summary["epochs_done"] == 2
+    whole, killed = np.load(whole_dir / "weights.npz"), np.load(killed_dir / "weights.npz")
+    finals = [key for key in whole.files if not key.startswith("initial/")]
+    assert sorted(finals) == sorted(key for key in killed.files if not key.startswith("initial/"))
+    for key in finals:
+        np.testing.assert_allclose(killed[key], whole[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    history = training.read_history(killed_dir)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert history[0] == {**training.read_history(whole_dir)[0], "seconds": history[0]["seconds"],
+                          "samples_per_second": history[0]["samples_per_second"]}
+    for record in history:
+        losses = {key: value for key, value in record.items() if "loss" in key or "reconstruction" in key}
+        assert len(losses) >= 4 and all(value is not None and math.isfinite(value) for value in losses.values())
+        assert record["samples"] == 32
+    if kind == "gan":
+        networks = {key.split("/")[0] for key in finals}
+        assert networks == {"generator", "discriminator"}
+        for network in networks:  # both networks learned
+            changed = [not np.allclose(whole[f"{network}/{i}"], whole[f"initial/{network}/{i}"])
+                       for i in range(sum(key.startswith(network + "/") for key in finals))]
+            assert all(changed), network
+        assert (whole_dir / "generator.keras").exists() and not (whole_dir / "model.keras").exists()
+        # cosine from 1e-2 to 1e-4 over 2 epochs; the discriminator keeps half the generator's rate
+        assert [r["learning_rate"] for r in history] == pytest.approx([1e-2, 1e-4], rel=1e-5)
+        generator_rate, discriminator_rate = summary["learning_rates"]
+        assert discriminator_rate == pytest.approx(0.5 * generator_rate, rel=1e-6)
+        assert history[0]["val_reconstruction"] is not None and "val_loss" not in history[0]
+    if kind == "two_head":
+        assert {"count_loss", "value_loss", "count_accuracy", "val_count_accuracy"} <= set(history[0])
+        assert history[0]["loss"] == pytest.approx(history[0]["count_loss"] + 0.5 * history[0]["value_loss"],
+                                                   rel=1e-5)
+        loaded = keras.saving.load_model(whole_dir / "model.keras", safe_mode=True)
+        assert {name: tuple(out.shape) for name, out in loaded(np.zeros((2, 6), np.float32)).items()} == {
+            "count": (2, 4), "value": (2, 1)}

@@ -12,7 +12,7 @@ They show that tasks other than counting fit the loop without touching it:
 
 Run as a script (``python tests/toy_steps.py JOBS_JSON``) it first makes two logical CPU devices
 (before TensorFlow starts), then trains each job and prints one JSON line of results: a job is
-{"kind": "gan" | "two_head" | "classifier", "strategy": "default" | "mirrored", "out": folder,
+{"kind": "gan" | "two_head", "strategy": "default" | "mirrored", "out": folder,
 "epochs": n, "seed": weight seed}; the final and initial weights of every network go to
 ``<out>/weights.npz``.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ import numpy as np
 CELLS = 12
 
 
-def gan_data(n=40, seed=0, batch=16):
+def gan_data(n=32, seed=0, batch=16):
     """(events, first-track cells) float32 (n, CELLS) each, batched in order (no shuffling)."""
     import tensorflow as tf
 
@@ -39,7 +40,7 @@ def gan_data(n=40, seed=0, batch=16):
     return tf.data.Dataset.from_tensor_slices((events, tracks.astype(np.float32))).batch(batch)
 
 
-def two_head_data(n=40, seed=0, batch=16):
+def two_head_data(n=32, seed=0, batch=16):
     """(x (n, 6), {"count": one-hot (n, 4), "value": (n, 1)}) batched in order."""
     import tensorflow as tf
 
@@ -193,28 +194,8 @@ def _steps():
     return GanStep, TwoHeadStep
 
 
-def classifier_data(n=40, seed=0, batch=16):
-    """(x (n, 6), one-hot (n, 4)) batched in order."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 6)).astype(np.float32)
-    return tf.data.Dataset.from_tensor_slices((x, np.eye(4, dtype=np.float32)[(x[:, :3] > 0).sum(axis=1)])).batch(batch)
-
-
-def classifier_model(seed=0):
-    """A 6 -> 16 -> 4 softmax model."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((6,))
-    hidden = keras.layers.Dense(16, activation="relu")(inputs)
-    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(hidden), name="classifier")
-
-
 def make_step(kind, strategy, seed):
     """(step, training data, validation data, schedule) of a toy job, built under the strategy scope."""
-    from snemo.steps import ClassifierStep
     from snemo.training import Schedule
 
     GanStep, TwoHeadStep = _steps()
@@ -222,10 +203,8 @@ def make_step(kind, strategy, seed):
         if kind == "gan":
             return GanStep(*gan_models(seed)), gan_data(), gan_data(seed=1), Schedule(lr_schedule="cosine")
         if kind == "two_head":
-            return TwoHeadStep(two_head_model(seed)), two_head_data(), two_head_data(seed=1), Schedule()
-        if kind == "classifier":
-            return (ClassifierStep(classifier_model(seed), learning_rate=1e-2), classifier_data(),
-                    classifier_data(seed=1), Schedule(lr_schedule="plateau", plateau_patience=1))
+            return (TwoHeadStep(two_head_model(seed)), two_head_data(), two_head_data(seed=1),
+                    Schedule(lr_schedule="plateau", plateau_patience=1))
     raise ValueError(f"unknown toy step {kind!r}")
 
 
@@ -236,6 +215,9 @@ def networks(step):
     return {name: value for name, value in step.trackables().items() if isinstance(value, keras.Model)}
 
 
+_STRATEGIES = {}
+
+
 def run_job(kind, strategy_name, out, epochs, seed):
     """Train one toy job; writes <out>/weights.npz (final and initial weights); returns a summary dict."""
     import keras
@@ -243,8 +225,15 @@ def run_job(kind, strategy_name, out, epochs, seed):
 
     from snemo.training import train
 
-    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if strategy_name == "mirrored"
-                else tf.distribute.get_strategy())
+    start = time.time()
+    if strategy_name == "mirrored":
+        # One MirroredStrategy per process, as a script has (several in one process may mix up
+        # their collective instances).
+        if "mirrored" not in _STRATEGIES:
+            _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        strategy = _STRATEGIES["mirrored"]
+    else:
+        strategy = tf.distribute.get_strategy()
     step, train_data, validation_data, schedule = make_step(kind, strategy, seed)
     initial = {name: model.get_weights() for name, model in networks(step).items()}
     result = train(step, train_data, validation_data, strategy=strategy, out_dir=out, epochs=epochs,
@@ -256,7 +245,8 @@ def run_job(kind, strategy_name, out, epochs, seed):
             arrays[f"initial/{name}/{index}"] = first
     np.savez(Path(out) / "weights.npz", **arrays)
     rates = [float(keras.ops.convert_to_numpy(optimizer.learning_rate)) for optimizer in step.optimizers()]
-    return {"kind": kind, "strategy": strategy_name, "resumed_from": result.resumed_from,
+    return {"out": str(out), "kind": kind, "strategy": strategy_name, "seconds": round(time.time() - start, 2),
+            "resumed_from": result.resumed_from,
             "epochs_done": result.epochs_done, "replicas": strategy.num_replicas_in_sync, "learning_rates": rates}
 
 
