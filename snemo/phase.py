@@ -32,9 +32,9 @@ LOOP_STATE = ("epoch", "best", "bad", "stopped", "base_learning_rate")
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns.
+    """What :func:`snemo.training.train` returns.
 
-    ``history``: every epoch record of ``history.json`` (all phases so far, see :func:`train`);
+    ``history``: every epoch record of ``history.json`` (all phases so far);
     ``best_val_loss``: lowest monitored value (the step's ``monitor``, default ``val_loss``) of this
     phase (or the ``initial_best`` passed in), ``inf`` when nothing was monitored; ``epochs_done``:
     completed epochs of this phase; ``stopped_early``: early stopping ended the phase;

@@ -303,3 +303,29 @@ def test_toy_step_trains_and_resumes_to_the_uninterrupted_weights(toy_runs, kind
         loaded = keras.saving.load_model(whole_dir / "model.keras", safe_mode=True)
         assert {name: tuple(out.shape) for name, out in loaded(np.zeros((2, 6), np.float32)).items()} == {
             "count": (2, 4), "value": (2, 1)}
+
+
+def test_cli_train_model_takes_a_step_object(tmp_path):
+    from types import SimpleNamespace
+
+    import toy_steps
+    from snemo import cli
+
+    args = SimpleNamespace(epochs=1, learning_rate=1e-3, lr_schedule="constant", early_stopping=0, batch_size=16,
+                           steps_per_epoch=None, quiet=True)
+    run = cli.Run(script="toy", args=args, strategy=strategy(), out=tmp_path, chief=True, shard=(0, 1))
+    splits = SimpleNamespace(train=toy_steps.gan_data(), validation=toy_steps.gan_data(seed=1), n_train=32,
+                             n_validation=32)
+    gan_step = toy_steps._steps()[0]
+    generator, discriminator = toy_steps.gan_models()
+    with pytest.raises(ValueError, match="learning_rate"):
+        cli.train_model(run, None, splits, step=gan_step(generator, discriminator), learning_rate=1e-2)
+    result = cli.train_model(run, None, splits, step=gan_step(generator, discriminator), phase="adversarial")
+    assert result.epochs_done == 1 and (tmp_path / "generator.keras").exists()
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["parameters"] == generator.count_params() + discriminator.count_params()
+    assert [r["phase"] for r in training.read_history(tmp_path)] == ["adversarial"]
+    # Without a step: the classifier step over the model, at the flags' learning rate.
+    cli.train_model(run, tiny_model(), SimpleNamespace(train=tiny_data()[0], validation=None, n_train=50,
+                                                       n_validation=0), phase="count")
+    assert training.read_history(tmp_path)[-1]["learning_rate"] == pytest.approx(1e-3, rel=1e-5)
