@@ -15,10 +15,10 @@ Every clusterer takes an :class:`~snemo.events.EventBatch` and returns per-hit l
 
 A cell that the input lists twice (once per track, as the original macro writes a cell crossed by
 two tracks) may go to both tracks: a track takes one listing of a cell per extraction; of several
-listings it takes the one whose wirez lies nearest the plane z(row, column) fitted to the other
-hits it takes (a straight track's z is linear along it); without a fit (fewer than 3 such hits
-with z), the one nearest in input order to their mean position (a track's hits are contiguous in
-the generators' files); the first listing on a tie.
+listings it takes the one whose wirez lies nearest (in 20 mm steps) the plane z(row, column)
+fitted to the other hits it takes (a straight track's z is linear along it); among listings equally
+near, or without a fit (fewer than 3 such hits with z), the one nearest in input order to their
+mean position (a track's hits are contiguous in the generators' files); the first listing on a tie.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ DEFAULT_MAX_TRACKS = 4  # rounds of cluster_events when no count is given (the c
 # 1.2} cells x min_votes {3, 4, 5} (given the true count).
 DBSCAN_DEFAULTS = {"eps": 100.0, "min_samples": 1, "z_scale": 0.2}
 HOUGH_DEFAULTS = {"distance": 0.85, "min_votes": 3}
+_Z_TOLERANCE = 20.0  # mm: listings whose z residuals differ by less are told apart by input order
 _EVENT_GAP = 1.0e6  # mm between events in the single DBSCAN call (far beyond any eps)
 
 
@@ -111,7 +112,7 @@ def _one_listing_per_cell(claim: np.ndarray, event: np.ndarray, pixel: np.ndarra
     coefficients = np.linalg.solve(normal + 1e-3 * np.eye(3), rhs[:, :, None])[:, :, 0]  # (n_events, 3)
     usable = np.bincount(hit_event[fit], minlength=n_events) >= 3
     residual = np.abs(z[idx] - (features * coefficients[hit_event]).sum(axis=1))
-    residual = np.where(usable[hit_event] & np.isfinite(residual), residual, np.inf)
+    residual = np.where(usable[hit_event] & np.isfinite(residual), residual // _Z_TOLERANCE, np.inf)
     # Fallback: input position nearest the mean position of the singly listed claimed hits.
     position = idx.astype(np.float64)
     number = np.bincount(hit_event[single], minlength=n_events)
