@@ -33,9 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from snemo.clustering_metrics import (ceiling_labels, clustering_metrics, event_statistics,  # noqa: F401
-                                     shared_cell_mask, summarise)
+from snemo.clustering_metrics import (ceiling_labels, clustering_metrics, event_statistics, shared_cell_mask,
+                                     summarise)
 from snemo.jsonfile import write_json
+
+__all__ = ["to_class_indices", "confusion_matrix", "counting_metrics_from_confusion", "counting_metrics",
+           "write_metrics", "format_confusion", "format_counting_summary", "clustering_metrics", "event_statistics",
+           "summarise", "ceiling_labels", "shared_cell_mask"]
 
 
 def to_class_indices(values) -> np.ndarray:
