@@ -35,9 +35,10 @@ from snemo.events import EventBatch, offsets_from_counts, ranges
 
 DEFAULT_MAX_TRACKS = 4  # rounds of cluster_events when no count is given (the counters know 1..4)
 # Chosen once by :func:`tune` on validation events: my_generator, 300 clean events of each count
-# 1..4 (seeds 1001..1004), DBSCAN over eps {50, 65, 80, 100, 120} mm x z_scale {0, 0.02, 0.05, 0.1,
-# 0.2, 0.3, 0.5} x min_samples {1, 2} (no count), Hough over distance {0.75, 0.8, 0.85, 0.9, 0.95, 1.0,
-# 1.2} cells x min_votes {3, 4, 5} (given the true count).
+# 1..4 (seeds 1001..1004). DBSCAN (no count), two grids: eps {50, 65, 80, 100} mm x z_scale {0, 0.02,
+# 0.05, 0.1} x min_samples {1, 2}, then eps {65, 80, 100, 120} x z_scale {0.1, 0.2, 0.3, 0.5}. Hough
+# (given the true count): distance {0.75, 0.85, 1.0, 1.2} cells x min_votes {3, 4, 5}, then
+# distance {0.8, 0.85, 0.9, 0.95}.
 DBSCAN_DEFAULTS = {"eps": 100.0, "min_samples": 1, "z_scale": 0.2}
 HOUGH_DEFAULTS = {"distance": 0.85, "min_votes": 3}
 _Z_TOLERANCE = 20.0  # mm: listings whose z residuals differ by less are told apart by input order
