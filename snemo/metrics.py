@@ -19,6 +19,11 @@ The counting metrics (:func:`counting_metrics`) are:
 * ``confusion_matrix_normalised``: each row divided by its sum (NaN rows for absent classes).
 
 Empty denominators give NaN, never a crash or a zero.
+
+Clustering metrics (per-track hit efficiency and purity, double-majority efficiency, fake rate,
+perfectly clustered events, adjusted Rand index, the ceiling from truth) live in
+:mod:`snemo.clustering_metrics` and are re-exported here: :func:`clustering_metrics`,
+:func:`event_statistics`, :func:`summarise`, :func:`ceiling_labels`, :func:`shared_cell_mask`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from snemo.clustering_metrics import (ceiling_labels, clustering_metrics, event_statistics, shared_cell_mask,
+                                     summarise)
 from snemo.jsonfile import write_json
+
+__all__ = ["to_class_indices", "confusion_matrix", "counting_metrics_from_confusion", "counting_metrics",
+           "write_metrics", "format_confusion", "format_counting_summary", "clustering_metrics", "event_statistics",
+           "summarise", "ceiling_labels", "shared_cell_mask"]
 
 
 def to_class_indices(values) -> np.ndarray:

@@ -1,0 +1,140 @@
+"""Clustering task code (clustering.py): iterative full-event clustering, baselines, scoring, table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import clustering as clu
+from datasets.clustering import canonical_hit_track_ids, top_pixel_index
+from my_generator.my_generator import generate
+from snemo import geometry as geo
+from snemo.events import EventBatch, offsets_from_counts
+
+
+def oracle_inputs(batch, remaining):
+    """Channel 0: the remaining hits; channel 1: the truth answer (the next track's cells)."""
+    return np.stack([clu.event_inputs(batch, remaining)[..., 0], clu.first_remaining_track_image(batch, remaining)],
+                    axis=-1)  # (m, 18, 113, 2)
+
+
+def oracle(images):
+    return images[..., 1]
+
+
+def with_noise(batch: EventBatch, per_event: int, rng) -> EventBatch:
+    """``batch`` with ``per_event`` noise hits appended to each event, on cells none of its hits uses."""
+    n = len(batch)
+    cells = rng.integers(0, geo.N_CELLS, (n, per_event))
+    side, layer, column = geo.cell_from_id(cells.reshape(-1))
+    taken = batch.hit_event_index() * geo.N_CELLS + geo.cell_id(batch.grid_side, batch.grid_layer, batch.grid_column)
+    keys = np.repeat(np.arange(n), per_event) * geo.N_CELLS + cells.reshape(-1)
+    free = ~np.isin(keys, taken) & np.r_[True, keys[1:] != keys[:-1]]
+    counts = free.reshape(n, per_event).sum(axis=1)
+    at = np.repeat(batch.hit_offsets[1:], counts)  # insert before each event's end
+    noise = {"grid_side": side[free], "grid_layer": layer[free], "grid_column": column[free],
+             "wirez": rng.uniform(-1400, 1400, free.sum()), "radius": rng.uniform(0, 20, free.sum())}
+    hits = {k: np.insert(v, at, noise[k].astype(v.dtype)) for k, v in batch.hits.items()}
+    return EventBatch(offsets_from_counts(batch.n_hits + counts), hits, batch.track_offsets, batch.tracks)
+
+
+@pytest.fixture(scope="module")
+def events():
+    rng = np.random.default_rng(11)
+    return {k: generate(150, k, rng) for k in (1, 2, 4)}
+
+
+def assert_valid(batch, labels, max_tracks, one_listing_per_cell=True):
+    """Labels: one per hit, -1 or 0..k-1 with every id below k used, (optionally) no cell twice in a cluster."""
+    assert labels.dtype == np.int16 and labels.shape == (int(batch.hit_offsets[-1]),)
+    assert labels.min() >= -1 and labels.max() < max_tracks
+    event = batch.hit_event_index()
+    on = labels >= 0
+    used = np.zeros((len(batch), max_tracks), dtype=bool)
+    used[event[on], labels[on]] = True
+    assert np.all(used[:, :-1] | ~used[:, 1:])  # contiguous ids
+    key = (event[on] * max_tracks + labels[on]) * geo.N_CELLS + top_pixel_index(batch)[on]
+    assert len(np.unique(key)) == len(key) or not one_listing_per_cell
+
+
+@pytest.mark.parametrize("n_tracks", [2, 4])
+def test_oracle_clusters_clean_events_perfectly(events, n_tracks):
+    batch = events[n_tracks]
+    for counts in (batch.n_tracks, None):  # from a counter, and until the extractor finds nothing
+        labels = clu.cluster_events(batch, oracle, counts, make_inputs=oracle_inputs)
+        assert_valid(batch, labels, clu.DEFAULT_MAX_TRACKS)
+        np.testing.assert_array_equal(labels, canonical_hit_track_ids(batch))  # canonical order too
+    result = clu.score(batch, labels)["by_n_tracks"][str(n_tracks)]
+    assert result["perfect_events"] == 1.0 and result["efficiency"] == 1.0
+    # Shared cells exist in these events, so the one-label-per-cell ceiling is below 1.
+    if n_tracks == 4:
+        assert result["ceiling"]["perfect_events"] < 1.0
+
+
+def test_oracle_leaves_noise_as_noise(events):
+    batch = with_noise(events[2], 3, np.random.default_rng(2))
+    labels = clu.cluster_events(batch, oracle, batch.n_tracks, make_inputs=oracle_inputs)
+    result = clu.score(batch, labels)["all"]
+    assert result["perfect_events"] == 1.0 and result["noise_as_noise"] == 1.0
+
+
+def test_bad_extractors_still_label_every_hit_once(events):
+    batch = events[4]
+    everything = clu.cluster_events(batch, lambda images: np.ones(images.shape[:3]), batch.n_tracks)
+    assert_valid(batch, everything, 4)
+    # All cells go to track 0 at once, one listing each; only second listings of shared cells are left.
+    keys = batch.hit_event_index() * geo.N_CELLS + top_pixel_index(batch)
+    assert (everything == 0).sum() == len(np.unique(keys))
+    assert np.isin(keys[everything != 0], keys[everything == 0]).all()
+    rng = np.random.default_rng(0)
+    noisy = clu.cluster_events(batch, lambda images: rng.uniform(size=images.shape[:3]), max_tracks=4)
+    assert_valid(batch, noisy, 4)
+    nothing = clu.cluster_events(batch, lambda images: np.zeros(images.shape[:3]), batch.n_tracks)
+    assert np.all(nothing == -1)
+    with pytest.raises(ValueError, match="extract must return"):
+        clu.cluster_events(batch, lambda images: np.ones((1, 18, 113)), batch.n_tracks)
+    with pytest.raises(ValueError, match="n_tracks"):
+        clu.cluster_events(batch, oracle, [1, 2])
+
+
+def test_event_inputs_channels(events):
+    batch = events[1][:5]
+    images = clu.event_inputs(batch, z_channel=True, radius_channel=True)
+    assert images.shape == (5, 18, 113, 3) and images.dtype == np.float32
+    event, pixel = batch.hit_event_index(), top_pixel_index(batch)
+    flat = images.reshape(5, geo.N_CELLS, 3)
+    np.testing.assert_allclose(flat[event, pixel, 0], 1.0)
+    np.testing.assert_allclose(flat[event, pixel, 1], batch.wirez / 1500.0, rtol=1e-6)
+    np.testing.assert_allclose(flat[event, pixel, 2], batch.radius / 22.0, rtol=1e-6)
+    assert flat[..., 0].sum() == len(np.unique(event * geo.N_CELLS + pixel))  # nothing on empty cells
+
+
+def test_canonical_labels_undo_any_relabelling(events):
+    batch = events[4]
+    truth = canonical_hit_track_ids(batch)
+    shuffled = np.where(truth >= 0, (3 - truth) * 7 + 2, -1)  # another id for every track
+    np.testing.assert_array_equal(clu.canonical_labels(batch, shuffled), truth)
+
+
+@pytest.mark.parametrize("method", [clu.dbscan_cluster, clu.hough_cluster])
+def test_baselines_are_sane_on_clean_two_track_events(events, method):
+    batch = events[2]
+    labels = method(batch, batch.n_tracks, progress=False)
+    assert_valid(batch, labels, 2, one_listing_per_cell=method is clu.hough_cluster)  # DBSCAN: by coordinates
+    result = clu.score(batch, labels)["all"]
+    assert result["efficiency"] > 0.8 and result["hit_purity"] > 0.9 and result["perfect_events"] > 0.5
+    one = clu.score(events[1], method(events[1], progress=False))["all"]
+    assert one["efficiency"] > 0.95 and one["fake_rate"] < 0.1
+
+
+def test_tune_and_table(events):
+    batch = events[2][:40]
+    best, scores = clu.tune(clu.hough_cluster, batch, {"distance": [0.1, 0.85]}, n_tracks=batch.n_tracks)
+    assert best == {"distance": 0.85} and len(scores) == 2  # 0.1 cell misses most hits
+    results = {"Hough": clu.score(batch, clu.hough_cluster(batch, batch.n_tracks, progress=False)),
+               "nothing": clu.score(batch, np.full(int(batch.hit_offsets[-1]), -1, dtype=np.int16))}
+    table = clu.format_table(results, "2")
+    lines = table.splitlines()
+    assert lines[0].startswith("2 tracks") and "DM eff." in lines[0]
+    assert lines[1].startswith("Hough") and lines[3].startswith("ceiling")
+    assert "0.00%" in lines[2] and "-" in lines[2].split()  # no noise hits: NaN shown as "-"
