@@ -130,7 +130,10 @@ def run_generator_cli(generate_from_args: Callable[[argparse.Namespace], Generat
     raises ValueError for bad flags); a generator that cannot draw the requested events
     (RuntimeError, e.g. more tracks than the chamber holds) is reported the same way.
     """
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a flag error, already printed on one line (2)
+        return stop.code if isinstance(stop.code, int) else 2
     try:
         generate = generate_from_args(args)
         paths = generate_dataset(generate, out=args.out, name=name, tracks=args.tracks, events_per_file=args.events,
