@@ -260,14 +260,18 @@ class Accepted:
         self.tracks: dict | None = None
         self.hit_parts: list[dict] = []
 
-    def add(self, tracks: dict, hits: dict, position, ok) -> None:
-        """Keep the tracks where ``ok`` at their final ``position`` (the first round covers every position)."""
+    def add(self, tracks: dict, hits: dict, position, ok, hit_mask=None) -> None:
+        """Keep the tracks where ``ok`` at their final ``position`` (the first round covers every position).
+
+        ``hit_mask``: bool per hit, the hits that exist (None: all).
+        """
         if self.tracks is None:
             self.tracks = tracks
         else:
             for key, values in self.tracks.items():
                 values[position[ok]] = tracks[key][ok]
-        kept = select(hits, ok[hits["track"]])
+        keep = ok[hits["track"]]
+        kept = select(hits, keep if hit_mask is None else keep & hit_mask)
         kept["track"] = position[kept["track"]]
         self.hit_parts.append(kept)
 
@@ -293,10 +297,10 @@ def visible_tracks(vertex_y, vertex_z, keep_vertex: bool, min_hits: int, kink_pr
         tracks = _draw_lines(y, z, kink_prob, rng)
         tracks.update(first_calorimeter(*_last_segment(tracks)))
         hits = track_hits(tracks, tracks["t_calo"])
-        if dead_mask is not None:
-            hits = select(hits, ~dead_mask[geo.cell_id(hits["side"], hits["layer"], hits["column"])])
-        ok = tracks["calo_hit"] & (np.bincount(hits["track"], minlength=len(todo)) >= min_hits)
-        accepted.add(tracks, hits, todo, ok)
+        live = None if dead_mask is None else ~dead_mask[geo.cell_id(hits["side"], hits["layer"], hits["column"])]
+        seen = hits["track"] if live is None else hits["track"][live]
+        ok = tracks["calo_hit"] & (np.bincount(seen, minlength=len(todo)) >= min_hits)
+        accepted.add(tracks, hits, todo, ok, live)
         todo = todo[~ok]
         if not len(todo):
             return accepted.tracks, accepted.hits()
@@ -350,12 +354,12 @@ def generate_tracks(n_events: int, n_tracks: int, rng: np.random.Generator, *, c
             y, z = draw_vertices(len(todo) * n_tracks, rng)
         tracks, hits = visible_tracks(y, z, common_vertex, min_hits, kink_prob, rng, dead_mask)
         hits = resolve_shared_cells(hits, n_tracks)
-        if inefficiency > 0.0:
-            hits = select(hits, detector.hits_kept(len(hits["track"]), inefficiency, rng))
-        per_track = np.bincount(hits["track"], minlength=len(todo) * n_tracks).reshape(len(todo), n_tracks)
+        kept = detector.hits_kept(len(hits["track"]), inefficiency, rng) if inefficiency > 0.0 else None
+        seen = hits["track"] if kept is None else hits["track"][kept]
+        per_track = np.bincount(seen, minlength=len(todo) * n_tracks).reshape(len(todo), n_tracks)
         ok = (per_track >= min_hits).all(axis=1)
         position = (todo[:, None] * n_tracks + np.arange(n_tracks)[None, :]).ravel()
-        accepted.add(tracks, hits, position, np.repeat(ok, n_tracks))
+        accepted.add(tracks, hits, position, np.repeat(ok, n_tracks), kept)
         todo = todo[~ok]
         if not len(todo):
             return accepted.tracks, accepted.hits()

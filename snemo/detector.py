@@ -92,7 +92,7 @@ def hits_kept(n_hits: int, inefficiency: float, rng: np.random.Generator) -> np.
     """
     if inefficiency <= 0.0:
         return np.ones(n_hits, dtype=bool)
-    return rng.random(n_hits) >= inefficiency
+    return rng.random(n_hits, dtype=np.float32) >= inefficiency
 
 
 def smear_radius(radius, sigma: float, rng: np.random.Generator, max_radius: float) -> np.ndarray:
@@ -100,7 +100,7 @@ def smear_radius(radius, sigma: float, rng: np.random.Generator, max_radius: flo
     radius = np.asarray(radius)
     if sigma <= 0.0:
         return radius
-    return np.clip(radius + rng.normal(0.0, sigma, len(radius)), 0.0, max_radius)
+    return np.clip(radius + np.float32(sigma) * rng.standard_normal(len(radius), dtype=np.float32), 0.0, max_radius)
 
 
 def _contains(sorted_keys, keys):
@@ -193,7 +193,7 @@ def lose_z(cells: dict, fraction: float, rng: np.random.Generator) -> dict:
     """
     if fraction <= 0.0:
         return cells
-    missing = rng.random(len(cells["wirez"])) < fraction
+    missing = rng.random(len(cells["wirez"]), dtype=np.float32) < fraction
     return dict(cells, wirez=np.where(missing, 0.0, cells["wirez"]), wirez_missing=missing.astype(np.int8))
 
 
