@@ -114,11 +114,12 @@ def _generate_chunk(n_events: int, n_tracks: int, rng: np.random.Generator, *, c
     hit_event = hits["track"] // n_tracks
     cells = dict(grid_side=hits["side"], grid_layer=hits["layer"], grid_column=hits["column"], wirez=hits["z"],
                  radius=hits["distance"])
+    cells = {k: v.astype(HIT_FIELDS[k]) for k, v in cells.items()}  # narrow first: the effects move less memory
     hit_event, cells = detector.apply_hit_effects(hit_event, cells, n_events, effects, rng,
                                                   max_radius=geo.MAX_DRIFT_RADIUS, dead_mask=dead_mask)
     return EventBatch(
         hit_offsets=offsets_from_counts(np.bincount(hit_event, minlength=n_events)),
-        hits={k: v.astype(HIT_FIELDS[k]) for k, v in cells.items()},
+        hits={k: v.astype(HIT_FIELDS[k], copy=False) for k, v in cells.items()},
         track_offsets=offsets_from_counts(np.full(n_events, n_tracks)),
         tracks={k: np.asarray(v).astype(TRACK_FIELDS[k])
                 for k, v in _track_truth(tracks, hits, n_events, n_tracks).items()})

@@ -220,9 +220,9 @@ def generate(n_events: int, n_tracks: int, rng: np.random.Generator, *, sides: i
     hits_per_track = np.bincount(track, minlength=n_total)
     cells = {"grid_side": side[track], "grid_layer": layer, "grid_column": column,
              "wirez": wz * geo.CELL_PITCH, "radius": dist * geo.CELL_PITCH}
-    hit_event, cells = detector.apply_hit_effects(track // n_tracks, cells, n_events, effects, rng,
-                                                  max_radius=geo.MAX_HIT_RADIUS, dead_mask=dead_mask)
-    hits = {k: v.astype(HIT_FIELDS[k]) for k, v in cells.items()}
+    cells = {k: v.astype(HIT_FIELDS[k]) for k, v in cells.items()}  # narrow first: the effects move less memory
+    hit_event, hits = detector.apply_hit_effects(track // n_tracks, cells, n_events, effects, rng,
+                                                 max_radius=geo.MAX_HIT_RADIUS, dead_mask=dead_mask)
 
     per_event = hits_per_track.reshape(n_events, n_tracks)
     track_split = np.cumsum(per_event, axis=1).reshape(-1)

@@ -100,7 +100,8 @@ def smear_radius(radius, sigma: float, rng: np.random.Generator, max_radius: flo
     radius = np.asarray(radius)
     if sigma <= 0.0:
         return radius
-    return np.clip(radius + np.float32(sigma) * rng.standard_normal(len(radius), dtype=np.float32), 0.0, max_radius)
+    smeared = radius + np.float32(sigma) * rng.standard_normal(len(radius), dtype=np.float32)
+    return np.clip(smeared, 0.0, max_radius).astype(radius.dtype, copy=False)
 
 
 def _contains(sorted_keys, keys):
@@ -147,15 +148,16 @@ def add_noise_hits(hit_event, cells: dict, n_events: int, mean: float, rng: np.r
 
     ``hit_event`` (n_hits,): event of each hit, non-decreasing; ``cells``: per-hit arrays
     ``grid_side``, ``grid_layer``, ``grid_column``, ``wirez`` (mm), ``radius`` (mm) (other keys
-    are not allowed). Noise cells are distinct, not hit in the event and not dead; z ~ U(-1500,
+    are not allowed); the noise hits take their dtypes. Noise cells are distinct, not hit in the event and not dead; z ~ U(-1500,
     1500) mm, radius ~ U(0, 22) mm. Returns the new (hit_event, cells), ordered by event with
     each event's noise after its track hits. Draws nothing when ``mean`` is 0.
     """
     if mean <= 0.0:
         return hit_event, cells
     hit_event = np.asarray(hit_event, dtype=np.int64)
-    occupied = np.sort(hit_event * geo.N_CELLS + geo.cell_id(cells["grid_side"], cells["grid_layer"],
-                                                              cells["grid_column"]))
+    key_type = np.int32 if n_events * geo.N_CELLS < 2 ** 31 else np.int64  # int32 sorts twice as fast
+    occupied = np.sort((hit_event * geo.N_CELLS
+                        + geo.cell_id(cells["grid_side"], cells["grid_layer"], cells["grid_column"])).astype(key_type))
     first = np.ones(len(occupied), dtype=bool)
     first[1:] = occupied[1:] != occupied[:-1]
     distinct = occupied[first]  # a cell listed under two tracks counts once
@@ -177,8 +179,8 @@ def add_noise_hits(hit_event, cells: dict, n_events: int, mean: float, rng: np.r
     noise_position = (np.arange(len(noise_event)) - noise_start[noise_event] + new_start[noise_event]
                       + n_track_hits[noise_event])
     merged = {}
-    for name in cells:
-        values = np.empty(len(hit_event) + len(noise_event), np.result_type(cells[name], noise[name]))
+    for name in cells:  # in the track hits' dtypes
+        values = np.empty(len(hit_event) + len(noise_event), cells[name].dtype)
         values[track_position] = cells[name]
         values[noise_position] = noise[name]
         merged[name] = values
