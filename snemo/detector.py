@@ -105,7 +105,11 @@ def smear_radius(radius, sigma: float, rng: np.random.Generator, max_radius: flo
 
 
 def _contains(sorted_keys, keys):
-    """Whether each of ``keys`` is in the sorted int array ``sorted_keys`` (bool array like ``keys``)."""
+    """Whether each of ``keys`` is in the sorted int array ``sorted_keys`` (bool array like ``keys``).
+
+    ``keys`` must fit the dtype of ``sorted_keys`` (cast so that the large array is not copied).
+    """
+    keys = keys.astype(sorted_keys.dtype, copy=False)
     position = np.searchsorted(sorted_keys, keys)
     found = np.zeros(len(keys), dtype=bool)
     inside = position < len(sorted_keys)
@@ -116,10 +120,11 @@ def _contains(sorted_keys, keys):
 def free_cell_draws(occupied_keys, n_noise, rng: np.random.Generator, dead_mask=None):
     """Distinct random free cells: ``n_noise[e]`` for each event e, avoiding ``occupied_keys`` and dead cells.
 
-    Keys are event * 2034 + cell id, ``occupied_keys`` sorted; ``n_noise`` (n_events,) must not
-    exceed an event's free cells. ``dead_mask``: bool (2034,) or None. Returns (event, cell id) int64 arrays ordered by event.
+    Keys are event * 2034 + cell id, ``occupied_keys`` a sorted integer array (repeats allowed);
+    ``n_noise`` (n_events,) must not exceed an event's free cells. ``dead_mask``: bool (2034,) or
+    None. Returns (event, cell id) int64 arrays ordered by event.
     """
-    occupied = np.asarray(occupied_keys, dtype=np.int64)
+    occupied = np.asarray(occupied_keys)
     placed = np.zeros(0, np.int64)  # sorted keys of the noise hits placed so far
     need = np.asarray(n_noise).astype(np.int64)
     events, cells = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
@@ -131,8 +136,11 @@ def free_cell_draws(occupied_keys, n_noise, rng: np.random.Generator, dead_mask=
         event = np.repeat(np.arange(len(need)), need)
         cell = rng.integers(0, geo.N_CELLS, len(event))
         key = event * geo.N_CELLS + cell
+        order = np.argsort(key, kind="stable")
+        first = np.ones(len(key), dtype=bool)
+        first[1:] = key[order][1:] != key[order][:-1]
         fresh = np.zeros(len(key), dtype=bool)
-        fresh[np.unique(key, return_index=True)[1]] = True  # first draw of a cell in this round
+        fresh[order[first]] = True  # first draw of a cell in this round
         accepted = fresh & ~_contains(occupied, key) & ~_contains(placed, key)
         if dead_mask is not None:
             accepted &= ~dead_mask[cell]
@@ -156,17 +164,17 @@ def add_noise_hits(hit_event, cells: dict, n_events: int, mean: float, rng: np.r
         return hit_event, cells
     hit_event = np.asarray(hit_event, dtype=np.int64)
     key_type = np.int32 if n_events * geo.N_CELLS < 2 ** 31 else np.int64  # int32 sorts twice as fast
-    occupied = np.sort((hit_event * geo.N_CELLS
-                        + geo.cell_id(cells["grid_side"], cells["grid_layer"], cells["grid_column"])).astype(key_type))
-    first = np.ones(len(occupied), dtype=bool)
-    first[1:] = occupied[1:] != occupied[:-1]
-    distinct = occupied[first]  # a cell listed under two tracks counts once
+    cell = (cells["grid_side"].astype(key_type) * geo.N_LAYERS + cells["grid_layer"]) * geo.N_COLUMNS \
+        + cells["grid_column"]
+    occupied = np.sort(hit_event.astype(key_type) * geo.N_CELLS + cell, kind="stable")  # runs: tracks are sorted
     n_dead = 0 if dead_mask is None else int(dead_mask.sum())
-    free = geo.N_CELLS - n_dead - np.bincount(distinct // geo.N_CELLS, minlength=n_events)
+    # At most the free cells: a cell listed under two tracks (my_generator) is counted twice here,
+    # which only matters when the Poisson draw would fill the whole chamber.
+    free = geo.N_CELLS - n_dead - np.bincount(hit_event, minlength=n_events)
     n_noise = np.minimum(rng.poisson(mean, n_events), free)
     if not n_noise.any():
         return hit_event, cells
-    noise_event, noise_cell = free_cell_draws(distinct, n_noise, rng, dead_mask)
+    noise_event, noise_cell = free_cell_draws(occupied, n_noise, rng, dead_mask)
     noise = dict(zip(("grid_side", "grid_layer", "grid_column"), geo.cell_from_id(noise_cell)))
     noise["wirez"] = rng.uniform(-geo.TRACKER_HALF_Z, geo.TRACKER_HALF_Z, len(noise_event))
     noise["radius"] = rng.uniform(0.0, NOISE_MAX_RADIUS, len(noise_event))
