@@ -4,7 +4,9 @@
 //   root -b -q -l 'my_generator/my_generator.cxx+(2, 1000, "data/my_generator/2/my_generator", 0, 7)'
 // writes <prefix>_t<lines>_<file_id>.root with TTree hit_tree, one entry per event of <lines> tracks.
 // seed = -1 draws the seed from std::random_device. sides = 2 (default) puts each track on a random
-// side, sides = 1 puts every track on side 1 as the original macro did.
+// side, sides = 1 puts every track on side 1 as the original macro did. The macro returns 0 on
+// success, 2 for a bad argument and 1 when the file cannot be written; `root -b -q` exits with that
+// status. It models no detector effects (noise, dead cells, ...): those are the Python twin's flags.
 //
 // Same physics as its vectorised twin my_generator/my_generator.py (see its docstring), in cell
 // units (1 = 44 mm): layer L spans u in [L, L+1] from the tracker's inner face, column C spans
@@ -113,10 +115,12 @@ Calo calorimeter(const Line& line) {
 
 }  // namespace
 
-void my_generator(int lines, int events, std::string prefix, int file_id, int seed = -1, int sides = 2) {
-  if (lines < 1 || events < 0 || (sides != 1 && sides != 2)) {
-    std::cerr << "my_generator: need lines >= 1, events >= 0, sides 1 or 2" << std::endl;
-    return;
+int my_generator(int lines, int events, std::string prefix, int file_id, int seed = -1, int sides = 2) {
+  if (lines < 1 || events < 0 || file_id < 0 || seed < -1 || (sides != 1 && sides != 2)) {
+    std::cerr << "my_generator: bad argument: need lines >= 1, events >= 0, file_id >= 0, seed >= -1, sides 1 or 2; "
+              << "got lines " << lines << ", events " << events << ", file_id " << file_id << ", seed " << seed
+              << ", sides " << sides << std::endl;
+    return 2;
   }
   const auto start = std::chrono::steady_clock::now();
   std::mt19937_64 rng(seed == -1 ? std::random_device{}() : static_cast<unsigned>(seed));
@@ -131,7 +135,7 @@ void my_generator(int lines, int events, std::string prefix, int file_id, int se
   TFile file(tmp.c_str(), "RECREATE");
   if (file.IsZombie()) {
     std::cerr << "my_generator: cannot create " << tmp << std::endl;
-    return;
+    return 1;
   }
   auto* tree = new TTree("hit_tree", "SuperNEMO toy events (my_generator.cxx)");  // owned by the file
   std::vector<int> grid_side, grid_layer, grid_column, track_split;
@@ -194,9 +198,10 @@ void my_generator(int lines, int events, std::string prefix, int file_id, int se
   file.Close();
   if (std::rename(tmp.c_str(), name.c_str()) != 0) {
     std::cerr << "my_generator: cannot rename " << tmp << " to " << name << std::endl;
-    return;
+    return 1;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << "my_generator: wrote " << events << " events of " << lines << " tracks to " << name << " in "
             << seconds << " s (" << (seconds > 0 ? events / seconds : 0.0) << " events/s)" << std::endl;
+  return 0;
 }

@@ -18,7 +18,16 @@ Tracks with fewer than ``min_hits`` hits are redrawn. The calorimeter cell is wh
 reaches u = 9 (the tracker's outer face stands for the calorimeter walls in this toy), in the
 22 x 15 grid convention of the original.
 
-Command line: ``python my_generator/my_generator.py --events N --tracks 1 2 3 4 --files F --seed S``.
+Detector effects (:mod:`snemo.detector`, the same flags and meaning as toyhaystack; the ROOT macro
+keeps the original's clean physics): hits in dead cells and lost hits (inefficiency) are removed
+before the ``min_hits`` test, so a track left with fewer is redrawn; then track-hit radii are
+smeared (clipped to [0, 31.1] mm, the cell's half diagonal), noise hits go to free cells after the
+last track hit, and hits lose their z (``wirez_missing``, written only when that fraction is > 0).
+Two tracks may still list the same cell, as in the original; noise never does.
+
+Command line: ``python my_generator/my_generator.py --events N --tracks 1 2 3 4 --files F --seed S
+[--sides 1|2] [--min-hits 5] [--realistic] [--noise-hits MEAN] [--inefficiency P] [--dead-cells
+FRACTION] [--missing-z-fraction P] [--radius-sigma MM]``.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a script: mak
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from snemo import detector
 from snemo import geometry as geo
 from snemo.events import HIT_FIELDS, TRACK_FIELDS, EventBatch, offsets_from_counts
 
@@ -117,11 +127,14 @@ def _calorimeter(x_event, z_event, slope_top, slope_front):
     return grid_col, grid_row, calo_type, wall
 
 
-def _draw_tracks(n_tracks: int, rng: np.random.Generator, sides: int, min_hits: int):
-    """Draw ``n_tracks`` lines with at least ``min_hits`` hits by bulk rejection sampling.
+def _draw_tracks(n_tracks: int, rng: np.random.Generator, sides: int, min_hits: int, inefficiency: float = 0.0,
+                 dead_mask=None):
+    """Draw ``n_tracks`` lines with at least ``min_hits`` visible hits by bulk rejection sampling.
 
-    Each round draws a pool (angle_top, angle_front, x_event, z_event, side, in this order) and
-    keeps its valid tracks in draw order. Returns (track params dict, hit tuple of _track_hits).
+    Each round draws a pool (angle_top, angle_front, x_event, z_event, side, in this order),
+    removes hits in dead cells (``dead_mask``: bool (2034,) by cell id, or None) and hits lost with
+    probability ``inefficiency``, and keeps its valid tracks in draw order. Returns (track params
+    dict, hit tuple of _track_hits).
     """
     params = {k: [np.zeros(0)] for k in ("x", "z", "slope_top", "slope_front")}
     params["side"] = [np.zeros(0, dtype=np.int64)]
@@ -137,6 +150,11 @@ def _draw_tracks(n_tracks: int, rng: np.random.Generator, sides: int, min_hits: 
         z = rng.uniform(-HALF_HEIGHT, HALF_HEIGHT, pool)
         side = rng.integers(0, 2, pool) if sides == 2 else np.ones(pool, dtype=np.int64)
         track, layer, column, wz, dist = _track_hits(x, z, slope_top, slope_front)
+        if inefficiency > 0.0 or dead_mask is not None:
+            seen = detector.hits_kept(len(track), inefficiency, rng)
+            if dead_mask is not None:
+                seen &= ~dead_mask[geo.cell_id(side[track], layer, column)]
+            track, layer, column, wz, dist = (v[seen] for v in (track, layer, column, wz, dist))
         counts = np.bincount(track, minlength=pool)
         keep = np.flatnonzero(counts >= min_hits)[:needed]
         if len(keep) == 0 and pool >= MAX_POOL:
@@ -157,21 +175,27 @@ def _draw_tracks(n_tracks: int, rng: np.random.Generator, sides: int, min_hits: 
     return params, hits
 
 
-def generate(n_events: int, n_tracks: int, rng: np.random.Generator, *, sides: int = 2,
-             min_hits: int = 5) -> EventBatch:
-    """Generate ``n_events`` events of ``n_tracks`` straight tracks each (no noise hits).
+def generate(n_events: int, n_tracks: int, rng: np.random.Generator, *, sides: int = 2, min_hits: int = 5,
+             noise_hits: float = 0.0, inefficiency: float = 0.0, dead_cells: float = 0.0,
+             missing_z_fraction: float = 0.0, radius_sigma: float = 0.0, dead_cell_seed: int = 0) -> EventBatch:
+    """Generate ``n_events`` events of ``n_tracks`` straight tracks each (clean by default: no noise hits).
 
     ``rng``: a NumPy Generator; the same seed gives identical events. ``sides``: 2 draws each
     track's side at random, 1 puts every track on side 1 (x > 0) as the original macro did.
-    ``min_hits``: tracks with fewer hits are redrawn.
+    ``min_hits``: tracks with fewer (visible) hits are redrawn. Detector effects
+    (:mod:`snemo.detector`): ``noise_hits`` mean number (Poisson) of noise hits per event,
+    ``inefficiency`` probability that a track hit is lost, ``dead_cells`` fraction of dead cells
+    (the set is drawn from ``dead_cell_seed`` alone: pass the dataset seed), ``missing_z_fraction``
+    probability that a hit has no z, ``radius_sigma`` drift-radius smearing in mm.
 
     Returns an :class:`~snemo.events.EventBatch`. Per hit: grid_side, grid_layer (0 next to the
-    foil on both sides), grid_column, wirez (mm), radius (mm), ordered by track, layer, column.
-    Per track: track_split (exclusive end offsets), calo_side (the track's side), calo_column and
-    calo_row (22 x 15 grid), calo_type, calo_wall, calo_om (-1: this toy does not model the exact
-    optical module) and the generating line: unit vector (dirx, diry, dirz) pointing away from
-    the foil and the point (pointx, pointy, pointz) where the line crosses the tracker's inner
-    face, |x| = 31 mm (u = 0 of the toy), in mm in the demonstrator frame.
+    foil on both sides), grid_column, wirez (mm), radius (mm), ordered by track, layer, column,
+    then each event's noise hits; ``wirez_missing`` when ``missing_z_fraction`` > 0. Per track:
+    track_split (exclusive end offsets), calo_side (the track's side), calo_column and calo_row
+    (22 x 15 grid), calo_type, calo_wall, calo_om (-1: this toy does not model the exact optical
+    module) and the generating line: unit vector (dirx, diry, dirz) pointing away from the foil
+    and the point (pointx, pointy, pointz) where the line crosses the tracker's inner face,
+    |x| = 31 mm (u = 0 of the toy), in mm in the demonstrator frame.
 
     Example: ``generate(1000, 2, np.random.default_rng(7))``.
     """
@@ -183,17 +207,22 @@ def generate(n_events: int, n_tracks: int, rng: np.random.Generator, *, sides: i
         raise ValueError(f"sides must be 1 or 2, got {sides}")
     if min_hits < 1:
         raise ValueError(f"min_hits must be >= 1, got {min_hits}")
+    effects = detector.check_effects(noise_hits=noise_hits, inefficiency=inefficiency, dead_cells=dead_cells,
+                                     missing_z_fraction=missing_z_fraction, radius_sigma=radius_sigma,
+                                     dead_cell_seed=dead_cell_seed)
+    dead_mask = detector.dead_cell_mask(effects["dead_cells"], effects["dead_cell_seed"])
+    dead_mask = dead_mask if dead_mask.any() else None
     n_total = n_events * n_tracks
-    params, (track, layer, column, wz, dist) = _draw_tracks(n_total, rng, sides, min_hits)
+    params, (track, layer, column, wz, dist) = _draw_tracks(n_total, rng, sides, min_hits, effects["inefficiency"],
+                                                            dead_mask)
     x, z, slope_top, slope_front, side = (params[k] for k in ("x", "z", "slope_top", "slope_front", "side"))
 
     hits_per_track = np.bincount(track, minlength=n_total)
-    hit_side = side[track]
-    hits = {
-        "grid_side": hit_side, "grid_layer": layer, "grid_column": column,
-        "wirez": wz * geo.CELL_PITCH, "radius": dist * geo.CELL_PITCH,
-    }
-    hits = {k: v.astype(HIT_FIELDS[k]) for k, v in hits.items()}
+    cells = {"grid_side": side[track], "grid_layer": layer, "grid_column": column,
+             "wirez": wz * geo.CELL_PITCH, "radius": dist * geo.CELL_PITCH}
+    cells = {k: v.astype(HIT_FIELDS[k]) for k, v in cells.items()}  # narrow first: the effects move less memory
+    hit_event, hits = detector.apply_hit_effects(track // n_tracks, cells, n_events, effects, rng,
+                                                 max_radius=geo.MAX_HIT_RADIUS, dead_mask=dead_mask)
 
     per_event = hits_per_track.reshape(n_events, n_tracks)
     track_split = np.cumsum(per_event, axis=1).reshape(-1)
@@ -208,21 +237,22 @@ def generate(n_events: int, n_tracks: int, rng: np.random.Generator, *, sides: i
         "pointz": geo.CELL_PITCH * z,
     }
     tracks = {k: np.broadcast_to(v, (n_total,)).astype(TRACK_FIELDS[k]) for k, v in tracks.items()}
-    return EventBatch(offsets_from_counts(per_event.sum(axis=1)), hits,
+    return EventBatch(offsets_from_counts(np.bincount(hit_event, minlength=n_events)), hits,
                       offsets_from_counts(np.full(n_events, n_tracks)), tracks)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: the shared generation flags plus --sides and --min-hits."""
-    from snemo.datagen import add_generation_flags
+    """The command line: the shared generation and detector-effect flags plus --sides and --min-hits."""
+    from snemo.datagen import make_generator_parser
 
-    parser = argparse.ArgumentParser(
-        description="Generate straight-track toy events (vectorised twin of my_generator.cxx) into "
-                    "<out>/<N>/my_generator_t<N>_<i>.root.")
-    add_generation_flags(parser, default_out="data/my_generator")
+    parser = make_generator_parser(
+        "Generate straight-track toy events (vectorised twin of my_generator.cxx) into "
+        "<out>/<N>/my_generator_t<N>_<i>.root.", default_out="data/my_generator")
     parser.add_argument("--sides", type=int, choices=(1, 2), default=2,
                         help="2: each track on a random side; 1: all on side 1 like the original (default 2)")
-    parser.add_argument("--min-hits", type=int, default=5, help="redraw tracks with fewer hits (default 5)")
+    parser.add_argument("--min-hits", type=int, default=5,
+                        help="redraw tracks with fewer visible hits (after dead cells and inefficiency; default 5)")
+    detector.add_detector_flags(parser)
     return parser
 
 
@@ -233,8 +263,8 @@ def main(argv=None) -> int:
     def generate_from_args(args):
         if args.min_hits < 1:
             raise ValueError(f"--min-hits must be >= 1, got {args.min_hits}")
-        return lambda n_events, n_tracks, rng: generate(n_events, n_tracks, rng, sides=args.sides,
-                                                        min_hits=args.min_hits)
+        options = dict(sides=args.sides, min_hits=args.min_hits, **detector.detector_options(args))
+        return lambda n_events, n_tracks, rng: generate(n_events, n_tracks, rng, **options)
 
     return run_generator_cli(generate_from_args, build_parser(), NAME, argv)
 

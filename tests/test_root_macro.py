@@ -20,15 +20,20 @@ REPO = Path(__file__).resolve().parent.parent
 MACRO_EVENTS = 10000
 
 
-def run_macro(build: Path, *args) -> subprocess.CompletedProcess:
-    """Run (compiling on first use) build/my_generator.cxx with ROOT in batch mode, in ``build``."""
+def call_macro(build: Path, *args) -> subprocess.CompletedProcess:
+    """Run (compiling on first use) build/my_generator.cxx with ROOT in batch mode, in ``build``; any outcome."""
     root = Path(sys.executable).parent / "root"
     if not root.exists():
         root = shutil.which("root")
     if root is None:
         pytest.fail("PyROOT imports but the `root` executable is missing: reinstall the `root` package")
     call = "my_generator.cxx+(" + ", ".join(f'"{a}"' if isinstance(a, str) else str(a) for a in args) + ")"
-    run = subprocess.run([str(root), "-b", "-q", "-l", call], cwd=build, capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(root), "-b", "-q", "-l", call], cwd=build, capture_output=True, text=True, timeout=300)
+
+
+def run_macro(build: Path, *args) -> subprocess.CompletedProcess:
+    """:func:`call_macro` that must succeed."""
+    run = call_macro(build, *args)
     assert run.returncode == 0 and "my_generator: wrote" in run.stdout, run.stdout + run.stderr
     return run
 
@@ -109,6 +114,19 @@ def test_macro_sides_option(build, macro_file):
     run_macro(build, 1, 200, str(build / "one" / "my_generator"), 3, 11, 1)
     batch = read_events(build / "one" / "my_generator_t1_3.root")
     assert len(batch) == 200 and np.all(batch.grid_side == 1) and np.all(batch.calo_side == 1)
+
+
+def test_macro_errors_give_a_non_zero_exit_status(build, macro_file):
+    regular = build / "regular"
+    regular.write_text("not a folder")
+    bad_calls = [(2, "bad argument", (0, 10, str(build / "bad" / "my_generator"), 0, 1)),  # 0 tracks
+                 (2, "bad argument", (2, 10, str(build / "bad" / "my_generator"), 0, 1, 3)),  # 3 sides
+                 (1, "cannot create", (2, 10, str(regular / "sub" / "my_generator"), 0, 1))]
+    for status, message, args in bad_calls:
+        run = call_macro(build, *args)
+        assert run.returncode == status, (args, run.stdout, run.stderr)
+        assert message in run.stderr and "my_generator: wrote" not in run.stdout
+    assert not (build / "bad").exists() and regular.read_text() == "not a folder"
 
 
 def test_file_written_like_the_original_macro_reads_as_side_1(tmp_path):

@@ -238,6 +238,7 @@ def test_calorimeter_truth_matches_the_extrapolated_line(name, request):
 def test_missing_z_fraction():
     batch = generate(500, 2, np.random.default_rng(3), missing_z_fraction=0.2)
     assert abs(np.mean(batch.wirez == 0.0) - 0.2) < 0.03
+    assert np.array_equal(batch.z_missing(), batch.wirez == 0.0)  # the flag, not the 0, says "no z"
     assert np.all(generate(200, 2, np.random.default_rng(3)).wirez != 0.0)
 
 
