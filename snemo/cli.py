@@ -172,6 +172,7 @@ class Run:
     config: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     previous: dict | None = None
+    opened: bool = False
 
     def log(self, *parts, **kwargs) -> None:
         """Print on the chief only (and not with --quiet)."""
@@ -185,8 +186,11 @@ class Run:
     def open(self) -> Path:
         """Create the run folder and write config.json (chief only); call once data and model are ready."""
         if self.chief:
+            if not self.opened:
+                self.log(f"run folder {self.out}{' (resuming)' if self.config.get('resumed') else ''}")
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / CONFIG_FILE, self.config)
+        self.opened = True
         return self.out
 
     def update_config(self, **items) -> None:
@@ -259,7 +263,7 @@ def start_run(script: str, args, argv=None, *, program: str | None = None, resum
         config.update(kept, resumed=True, resumes=list(previous.get("resumes", [])) + [resume])
     run = Run(script=script, args=args, strategy=strategy, out=out, chief=is_chief(strategy),
               shard=worker_shard(strategy), config=config, previous=previous if resumable else None)
-    run.log(f"{script}: {describe(strategy)}; run folder {out}{' (resuming)' if resumed else ''}")
+    run.log(f"{script}: {describe(strategy)}")
     return run
 
 

@@ -23,6 +23,7 @@ Empty denominators give NaN, never a crash or a zero.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np

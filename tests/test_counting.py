@@ -250,10 +250,11 @@ def test_plot_confusion_script(tiny_data, view_runs, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_runs(tmp_path):
-    """The demo on a capped built-in dataset (generates data/my_generator on first use)."""
-    from snemo import demo
+    """The demo on a capped built-in dataset, generated in a temporary --data-dir."""
+    import demo
 
-    assert demo.main(["--out", str(tmp_path / "demo"), "--epochs", "1", "--max-events", "2000", "--quiet"]) == 0
+    assert demo.main(["--out", str(tmp_path / "demo"), "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+                      "--max-events", "2000", "--quiet"]) == 0
     assert_run_folder(tmp_path / "demo")
 
 
