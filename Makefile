@@ -1,17 +1,26 @@
-# One-command set-up: `make test` and `make demo` create the virtual environment on first use.
+# One-command set-up: `make demo` and `make test` create the virtual environment on first use.
+# One .venv in two layers: `make demo` installs the runtime (requirements.txt: TensorFlow, uproot,
+# ...); `make test` / `make setup` add the test tools (requirements-dev.txt: pytest and the 248 MB
+# CERN ROOT used only by the macro tests). The demo never installs the dev layer.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test test-slow demo bench clean
+.PHONY: setup setup-runtime test test-slow demo bench clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+setup-runtime: $(VENV)/.runtime-installed
+
+$(VENV)/.runtime-installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime-installed requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -21,8 +30,8 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-demo: setup
-	$(PY) -m snemo.demo
+demo: setup-runtime
+	$(PY) demo.py
 
 bench: setup
 	$(PY) benchmarks/bench_generators.py

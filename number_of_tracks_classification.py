@@ -3,24 +3,31 @@
 Trains a CNN (architectures/top.py, side.py, front.py) with the shared training loop, evaluates it
 on the test split and writes the run folder: model.keras, history.json, config.json, metrics.json,
 training_curves and confusion_matrix (PDF, PNG), tensorboard/, checkpoints/. Run it again with the
-same --out to resume a killed job.
+same --out to resume a killed job. --init-model starts from the weights of a trained counter of the
+same view (fine-tuning, e.g. a shipped model on realistic events).
 
     python number_of_tracks_classification.py --view top --data data/my_generator --epochs 20
+    python number_of_tracks_classification.py --view top --init-model models/top_my_generator.keras \
+        --data data/realistic --learning-rate 2e-4 --epochs 3
 """
 
 from __future__ import annotations
 
 import sys
 
+import counting
 from snemo import cli
 
 VIEWS = ("top", "side", "front")
 
 
 def build_parser():
-    """Flags: the shared ones (snemo.cli) plus --view."""
+    """Flags: the shared ones (snemo.cli) plus --view and --init-model."""
     parser = cli.make_parser("number_of_tracks_classification.py", __doc__.split("\n\n")[0], epochs=10)
     parser.add_argument("--view", choices=VIEWS, default="top", help="which view of the tracker (default %(default)s)")
+    parser.add_argument("--init-model", default=None, metavar="MODEL.keras",
+                        help="start from the weights of this trained counter (same view, channels and "
+                             "--max-tracks) instead of random ones")
     return parser
 
 
@@ -32,15 +39,24 @@ def main(argv=None) -> int:
 
     def body():
         import importlib
+        import os
 
+        if args.init_model:
+            cli.check_keras_file(args.init_model, flag="--init-model")
         run = cli.start_run(f"number_of_tracks_{args.view}", args, argv,
                             program="number_of_tracks_classification.py")
-        splits = cli.load_counting(run, view=args.view)
+        splits = counting.load(run, view=args.view)
         architecture = importlib.import_module(f"architectures.{args.view}")
         model = cli.build_in_scope(run, architecture.build, input_shape=cli.input_shape(splits.train),
                                    n_classes=args.max_tracks)
+        if args.init_model:
+            with run.strategy.scope():
+                counting.init_from(model, args.init_model)
+            run.record(init_model=os.path.abspath(args.init_model))
+            run.log(f"weights from {args.init_model}")
+        run.open()
         cli.train_model(run, model, splits)
-        cli.report_counting(run, model, splits, title=f"{args.view}-view track counting")
+        counting.report(run, model, splits, title=f"{args.view}-view track counting")
 
     return cli.run_main(body)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+import counting
 from snemo import cli
 
 
@@ -30,11 +31,12 @@ def main(argv=None) -> int:
         from architectures import view3d
 
         run = cli.start_run("number_of_tracks_3D", args, argv, program="number_of_tracks_classification3D.py")
-        splits = cli.load_counting(run, three_d=True)
+        splits = counting.load(run, three_d=True)
         model = cli.build_in_scope(run, view3d.build, input_shape=cli.input_shape(splits.train),
                                    n_classes=args.max_tracks)
+        run.open()
         cli.train_model(run, model, splits)
-        cli.report_counting(run, model, splits, title="3D (voxel) track counting")
+        counting.report(run, model, splits, title="3D (voxel) track counting")
 
     return cli.run_main(body)
 

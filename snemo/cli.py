@@ -1,15 +1,19 @@
-"""Command-line set-up shared by every training script, written once.
+"""Command-line set-up shared by every script, written once; it knows no task.
 
 * :func:`make_parser`: an ``argparse`` parser with the flags every script shares (data, run
-  folder, training, device strategy); a wrong flag prints one line and exits with status 2.
-* :func:`start_run`: strategy (first, as a multi-worker strategy requires), seeds, run folder,
-  ``config.json`` with the resolved flags.
-* :func:`load_counting`, :func:`train_model`, :func:`report_counting`: data loading with this
-  worker's shard, training through :func:`snemo.training.train` with the flags' settings, and the
-  evaluation on the test split that writes ``metrics.json``, the curves and the confusion matrix
-  (PDF and PNG) and prints the confusion matrix and the accuracy.
+  folder, training, device strategy); a wrong flag prints one line and exits with status 2;
+  :func:`check_args` refuses impossible values the same way.
+* :func:`start_run`: checks the run folder first (writable, not under a file, not another script's
+  run, and on resume that no flag that changes the model or the data changed: see
+  :data:`RESUME_MAY_CHANGE`), then the strategy (first TensorFlow work, as a multi-worker strategy
+  requires) and the seeds. Nothing is written yet: :meth:`Run.open` creates the folder and writes
+  ``config.json`` once the data are read and the model is built, so a failed start writes nothing.
+* :func:`data_source`: the --data paths, or the built-in dataset made by the function the script
+  passes in (the core imports no generator).
+* :func:`train_model`: training through :func:`snemo.training.train` with the flags' settings.
+* :func:`check_keras_file`, :func:`load_keras_model`: a model file named by a flag, checked.
 * :func:`run_main`: runs a script's body; bad input (:class:`snemo.events.EventFileError`), a
-  device that does not exist or a bad value prints one line and returns exit status 2.
+  device that does not exist, a bad value or an unusable folder prints one line and returns 2.
 
 TensorFlow is imported lazily: ``--help`` answers at once.
 """
@@ -28,12 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from snemo.events import EventFileError
-from snemo.jsonfile import write_json
-from snemo.strategy import StrategyError
+from snemo.events import EventFileError, find_files
+from snemo.jsonfile import json_safe, read_json, write_json  # noqa: F401
+from snemo.runfolder import (CONFIG_FILE, DATA_FLAGS, RESUME_MAY_CHANGE, RunFolderError, check_out_dir,  # noqa: F401
+                             describe_files, flag_name, resume_changes, resume_conflicts)
+from snemo.modelfile import check_keras_file, load_keras_model  # noqa: F401
+from snemo.strategy import StrategyError, sum_over_workers  # noqa: F401
 
 DATASET_KINDS = ("my_generator", "toyhaystack")
-
 
 class OneLineParser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one line on standard error (exit status 2), not the usage block."""
@@ -66,9 +72,12 @@ def common_parser(*, epochs: int = 10, batch_size: int = 256, learning_rate: flo
     data = parser.add_argument_group("data")
     data.add_argument("--data", nargs="+", default=None, metavar="PATH",
                       help="ROOT file(s), folder(s) (searched recursively) or glob pattern(s) (default: the "
-                           "built-in dataset of --dataset-kind under data/, generated on first use)")
+                           "built-in dataset of --dataset-kind, generated on first use)")
     data.add_argument("--dataset-kind", choices=DATASET_KINDS, default="my_generator",
                       help="built-in dataset used when --data is absent (default %(default)s)")
+    data.add_argument("--data-dir", default=None, metavar="FOLDER",
+                      help="parent folder of the built-in datasets (default $SNEMO_DATA_DIR, else data/ in the "
+                           "repository)")
     data.add_argument("--max-tracks", type=int, default=4, help="classes 1..N tracks (default %(default)s)")
     data.add_argument("--max-events", type=int, default=None, help="read at most this many events (spread over files)")
     data.add_argument("--split-by", choices=("event", "file"), default="event",
@@ -114,25 +123,44 @@ def make_parser(prog: str, description: str, **defaults) -> OneLineParser:
 
 
 def check_args(parser: argparse.ArgumentParser, args) -> None:
-    """Reject impossible values of the shared flags with a one-line parser error (exit 2)."""
-    for name in ("epochs", "batch_size", "max_tracks"):
-        if getattr(args, name, None) is not None and getattr(args, name) < (0 if name == "epochs" else 1):
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.max_tracks < 2:
-        parser.error(f"--max-tracks must be at least 2, got {args.max_tracks}")
+    """Refuse impossible values of the shared flags with a one-line parser error naming the flag (exit 2).
+
+    --epochs 0 is refused: a run trains at least one epoch (``plot_confusion.py`` evaluates a model).
+    """
+    minimum = {"epochs": 1, "batch_size": 1, "max_tracks": 2, "max_events": 1, "steps_per_epoch": 1, "seed": 0,
+               "early_stopping": 0}
+    for name, low in minimum.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            parser.error(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
     if getattr(args, "learning_rate", 1.0) <= 0:
         parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
-    for name in ("max_events", "steps_per_epoch"):
-        if getattr(args, name, None) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv=None) -> set[str]:
+    """Names (``dest``) of the flags given on the command line ``argv`` (default ``sys.argv[1:]``), not defaulted."""
+    unset = object()
+    saved = {action: action.default for action in parser._actions}
+    saved_defaults = dict(parser._defaults)
+    try:
+        for action in parser._actions:
+            action.default = unset
+        parser._defaults.clear()
+        given = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    finally:
+        for action, default in saved.items():
+            action.default = default
+        parser._defaults.update(saved_defaults)
+    return {name for name, value in vars(given).items() if value is not unset}
 
 
 @dataclass
 class Run:
     """One script run: its flags, strategy, folder and the worker this process is.
 
-    ``out``: the run folder (the same path on every worker; only the chief writes there).
-    ``shard``: (worker index, worker count) for the loaders. ``config``: what config.json holds.
+    ``out``: the run folder (the same path on every worker; only the chief writes there), created
+    by :meth:`open`. ``shard``: (worker index, worker count) for the loaders. ``config``: what
+    config.json holds. ``previous``: the config.json found in ``out`` (a resume), else None.
     """
 
     script: str
@@ -143,17 +171,32 @@ class Run:
     shard: tuple[int, int]
     config: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    previous: dict | None = None
+    opened: bool = False
 
     def log(self, *parts, **kwargs) -> None:
         """Print on the chief only (and not with --quiet)."""
         if self.chief and not self.args.quiet:
             print(*parts, **kwargs, flush=True)
 
-    def update_config(self, **items) -> None:
-        """Add items to config.json (chief only)."""
+    def record(self, **items) -> None:
+        """Add items to the config kept in memory (written by the next :meth:`open` / :meth:`update_config`)."""
         self.config.update(items)
+
+    def open(self) -> Path:
+        """Create the run folder and write config.json (chief only); call once data and model are ready."""
         if self.chief:
-            write_json(self.out / "config.json", self.config)
+            if not self.opened:
+                self.log(f"run folder {self.out}{' (resuming)' if self.config.get('resumed') else ''}")
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(self.out / CONFIG_FILE, self.config)
+        self.opened = True
+        return self.out
+
+    def update_config(self, **items) -> None:
+        """Add items to config.json (chief only; creates the run folder if :meth:`open` was not called)."""
+        self.config.update(items)
+        self.open()
 
 
 def default_out(script: str) -> Path:
@@ -161,40 +204,66 @@ def default_out(script: str) -> Path:
     return Path("runs") / f"{script}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def start_run(script: str, args, argv=None, *, program: str | None = None) -> Run:
-    """Create the strategy (first), seed everything, make the run folder and write config.json.
+def start_run(script: str, args, argv=None, *, program: str | None = None, resumable: bool = True) -> Run:
+    """Check the run folder, create the strategy, seed everything; returns the :class:`Run` (nothing written).
 
     ``argv``: the flags as given (default ``sys.argv[1:]``) and ``program`` the script file, for
-    the ``command`` of config.json. Raises :class:`StrategyError` for a device that does not exist.
+    the ``command`` of config.json. ``resumable``: a training run; an existing run folder of the
+    same script is resumed when no flag outside :data:`RESUME_MAY_CHANGE` changed (else
+    :class:`RunFolderError`), and config.json keeps its first command and lists each resume with
+    the flags it changed. Not resumable (an evaluation): the folder's outputs are replaced. A folder
+    holding another script's run is always refused. Raises :class:`StrategyError` for a device
+    that does not exist.
     """
     from snemo.strategy import describe, is_chief, make_strategy, worker_shard
 
+    out = Path(args.out) if args.out else default_out(script)
+    if not args.out:
+        stem, number = out, 1
+        while out.exists():
+            number += 1
+            out = stem.with_name(f"{stem.name}-{number}")
+    check_out_dir(out)
+    previous = read_json(out / CONFIG_FILE) if (out / CONFIG_FILE).is_file() else None
+    command = " ".join(["python", program or os.path.basename(sys.argv[0]) or script]
+                       + [shlex.quote(str(item)) for item in (sys.argv[1:] if argv is None else argv)])
+    new_args = dict(vars(args))
+    if previous is not None:
+        if previous.get("script") != script:
+            raise RunFolderError(f"--out {out} holds a run of {previous.get('script')} ({CONFIG_FILE}); this is "
+                                 f"{script}: choose another --out")
+        if resumable:
+            conflicts = resume_conflicts(previous.get("args", {}), new_args)
+            if conflicts:
+                raise RunFolderError(f"cannot resume {out}: it was made with {'; '.join(conflicts)}; a resume may "
+                                     f"change only how long and how it trains (--epochs, --learning-rate, "
+                                     f"--lr-schedule, ...): use another --out")
+
     strategy = make_strategy(args)
     import keras
-
-    keras.utils.set_random_seed(args.seed)
-    out = Path(args.out) if args.out else default_out(script)
-    chief = is_chief(strategy)
-    if chief:
-        out.mkdir(parents=True, exist_ok=True)
-    resumed = (out / "checkpoints").exists()
     import tensorflow as tf
 
+    keras.utils.set_random_seed(args.seed)
+    resumed = resumable and (out / "checkpoints").exists()
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     config = {
         "script": script,
-        "command": " ".join(["python", program or os.path.basename(sys.argv[0]) or script]
-                            + [shlex.quote(str(item)) for item in (sys.argv[1:] if argv is None else argv)]),
-        "args": {key: value for key, value in vars(args).items()},
+        "command": command,
+        "args": new_args,
         "strategy": describe(strategy),
         "resumed": resumed,
-        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": now,
         "host": socket.gethostname(),
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__},
     }
-    run = Run(script=script, args=args, strategy=strategy, out=out, chief=chief, shard=worker_shard(strategy),
-              config=config)
-    run.update_config()
-    run.log(f"{script}: {describe(strategy)}; run folder {out}{' (resuming)' if resumed else ''}")
+    if previous is not None and resumable:
+        resume = {"command": command, "started": now, "host": config["host"], "strategy": config["strategy"],
+                  "changed": resume_changes(previous.get("args", {}), new_args)}
+        kept = {key: previous[key] for key in ("command", "started", "data_files") if key in previous}
+        config.update(kept, resumed=True, resumes=list(previous.get("resumes", [])) + [resume])
+    run = Run(script=script, args=args, strategy=strategy, out=out, chief=is_chief(strategy),
+              shard=worker_shard(strategy), config=config, previous=previous if resumable else None)
+    run.log(f"{script}: {describe(strategy)}")
     return run
 
 
@@ -207,49 +276,37 @@ def barrier(strategy) -> None:
         agree_steps(strategy, 1)
 
 
-def data_source(run: Run):
-    """The --data paths, or the built-in dataset of --dataset-kind (generated by the chief on first use)."""
-    from Generator.builtin import default_dataset  # moved out of snemo by the cli helper
+def data_source(run: Run, builtin: Callable | None = None):
+    """The --data source, or the built-in dataset of --dataset-kind (made by the chief on first use).
 
-    if run.args.data:
-        return run.args.data[0] if len(run.args.data) == 1 else list(run.args.data)
-    if run.chief:
-        source = default_dataset(run.args.dataset_kind, progress=not run.args.quiet)
-    barrier(run.strategy)
-    if not run.chief:
-        source = default_dataset(run.args.dataset_kind, progress=False)
-    return str(source)
-
-
-def load_counting(run: Run, *, view=None, three_d: bool = False, shard=None, require_train: bool = True, **extra):
-    """Load the counting dataset (``datasets.number_of_tracks`` or ``..3D``) with the run's flags.
-
-    ``view``: "top", "side", "front" or a tuple of them (ignored for ``three_d``). ``shard``:
-    default this worker's shard. ``require_train``: an empty training split is an error (False
-    for evaluation-only loads). ``extra``: more loader options (e.g. ``split``). Returns the
-    loader's ``Splits``.
+    ``builtin(kind, data_dir_path=FOLDER or None, progress=bool) -> folder``: the script's maker of
+    built-in datasets (e.g. ``Generator.builtin.default_dataset``); None: --data is required.
+    Resolves the files (``EventFileError`` for a missing path), refuses a resume on other files
+    than the run's (:class:`RunFolderError`) and records them as ``data_files``. Returns a path
+    string or a list of them, for the loaders.
     """
     args = run.args
-    if three_d:
-        from datasets import number_of_tracks3D as loader
-        options = {}
+    if args.data:
+        source = args.data[0] if len(args.data) == 1 else list(args.data)
+    elif builtin is None:
+        raise ValueError("--data is required: this command has no built-in dataset")
     else:
-        from datasets import number_of_tracks as loader
-        options = {"view": view}
-    source = data_source(run)
-    splits = loader.load(source, max_tracks=args.max_tracks, radius_channel=args.radius_channel,
-                         batch_size=args.batch_size, split_by=args.split_by, seed=args.seed, cache=args.cache,
-                         max_events=args.max_events, streaming=args.streaming,
-                         shard=run.shard if shard is None else shard, skip_out_of_range=args.skip_out_of_range,
-                         **options, **extra)
-    run.update_config(data={"source": source if isinstance(source, (str, list)) else str(source),
-                            "n_train": splits.n_train, "n_validation": splits.n_validation, "n_test": splits.n_test,
-                            "shard": list(run.shard), "info": splits.info})
-    run.log(f"data: {splits.n_train} train, {splits.n_validation} validation, {splits.n_test} test events"
-            + (f" (worker {run.shard[0]} of {run.shard[1]})" if run.shard[1] > 1 else ""))
-    if require_train and splits.n_train == 0:
-        raise ValueError("the training split is empty: give more events (--data, --max-events)")
-    return splits
+        data_dir = getattr(args, "data_dir", None)
+        if data_dir is not None:
+            check_out_dir(data_dir, flag="--data-dir")
+        if run.chief:
+            folder = builtin(args.dataset_kind, data_dir_path=data_dir, progress=not args.quiet)
+        barrier(run.strategy)
+        if not run.chief:
+            folder = builtin(args.dataset_kind, data_dir_path=data_dir, progress=False)
+        source = str(folder)
+    files = [os.path.abspath(path) for path in find_files(source)]
+    before = (run.previous or {}).get("data_files")
+    if before is not None and before != files:
+        raise RunFolderError(f"cannot resume {run.out}: it was trained on {describe_files(before)}; this command "
+                             f"reads {describe_files(files)} (--data, --dataset-kind, --data-dir): use another --out")
+    run.record(data_files=files)
+    return source
 
 
 def input_shape(dataset):
@@ -311,68 +368,10 @@ def train_model(run: Run, model, splits, *, phase: str = "train", epochs=None, l
                  steps_per_epoch=args.steps_per_epoch, quiet=args.quiet, log=run.log, **options)
 
 
-def counting_labels(max_tracks: int) -> list[int]:
-    """Number of tracks of each class: [1, 2, ..., max_tracks]."""
-    return list(range(1, max_tracks + 1))
-
-
-def report_counting(run: Run, model, splits, *, title: str) -> dict | None:
-    """Evaluate a counting model on the test split and write the run folder's report.
-
-    Predicts on this worker's test shard, sums the confusion matrices over workers, then (chief)
-    writes ``metrics.json``, ``training_curves.{pdf,png}``, ``confusion_matrix.{pdf,png}`` and
-    prints the confusion matrix and the accuracy. Returns the metrics dict (None on other workers).
-    """
-    import numpy as np
-
-    from snemo import metrics as snm
-    from snemo import plots
-    from snemo.training import predict, read_history
-
-    n_classes = run.args.max_tracks
-    total_batches = -(-splits.n_test // run.args.batch_size) if splits.n_test else 0
-    targets, outputs = predict(model, splits.test, log_progress=run.chief and not run.args.quiet, total=total_batches)
-    if len(targets):
-        matrix = snm.confusion_matrix(targets, outputs, n_classes)
-    else:
-        matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    matrix = _sum_over_workers(run, matrix)
-    if not run.chief:
-        return None
-    labels = counting_labels(n_classes)
-    result = snm.counting_metrics_from_confusion(matrix, labels)
-    result = {"task": "track counting", "split": "test", "model": str(run.out / "model.keras"), **result}
-    snm.write_metrics(run.out / "metrics.json", result)
-    history = read_history(run.out)
-    if history:
-        plots.plot_history(history, run.out / "training_curves", title=title)
-    plots.plot_confusion(matrix, run.out / "confusion_matrix", labels=labels, title=title)
+def finish(run: Run) -> None:
+    """Record in config.json when the run ended and its wall time (chief only)."""
     run.update_config(finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                       wall_seconds=round(time.time() - run.started, 1))
-    print(snm.format_counting_summary(result), flush=True)
-    print(f"run folder: {run.out}", flush=True)
-    return result
-
-
-def _sum_over_workers(run: Run, matrix):
-    """Element-wise sum of a NumPy array over all workers (unchanged in a single process)."""
-    if run.shard[1] <= 1:
-        return matrix
-    import numpy as np
-    import tensorflow as tf
-
-    value = tf.constant(matrix.astype(np.float64))
-    strategy = run.strategy
-    replicas = strategy.num_replicas_in_sync
-    workers = run.shard[1]
-
-    @tf.function(autograph=False)
-    def total():
-        # Every replica contributes value / (local replicas) so the sum counts each worker once.
-        per_replica = strategy.run(lambda: value * (workers / replicas))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-    return np.rint(total().numpy()).astype(np.int64)
 
 
 def one_line(err: BaseException) -> str:
@@ -381,13 +380,16 @@ def one_line(err: BaseException) -> str:
 
 
 def run_main(body: Callable[[], int | None]) -> int:
-    """Run a script body; print bad input / device / value errors as one line on stderr, return 2."""
+    """Run a script body; print bad input / device / value / folder errors as one line on stderr, return 2.
+
+    ``SNEMO_DEBUG=1`` shows the traceback of a ValueError or OSError instead.
+    """
     try:
         status = body()
     except (EventFileError, StrategyError, FileExistsError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    except ValueError as err:  # bad values of flags or data; SNEMO_DEBUG=1 shows the traceback
+    except (ValueError, OSError) as err:  # bad values of flags or data, folders that cannot be written
         if os.environ.get("SNEMO_DEBUG"):
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)

@@ -1,20 +1,19 @@
 """Event displays: the tracker seen from the top (x, y) and from the side (y, z), hits coloured by truth track.
 
-Used by ``make demo`` and for a quick look at generated files::
+The drawing functions; the command line is the top-level ``display.py``::
 
-    python -m snemo.display data/my_generator/2 --events 4 --out runs/displays
+    python display.py data/my_generator/2 --events 4 --out runs/displays
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+import os
 from pathlib import Path
 
 import numpy as np
 
 from snemo import geometry as geo
-from snemo.events import EventBatch, EventFileError, read_events
+from snemo.events import EventBatch
 
 _NOISE_COLOUR = "0.55"
 
@@ -87,7 +86,10 @@ def draw_event(batch: EventBatch, index: int, *, axes=None):
 
 
 def save_event_displays(batch: EventBatch, out_dir, n: int = 4, *, start: int = 0) -> list[Path]:
-    """Write PNG displays of events ``start .. start+n-1`` into ``out_dir``; returns the paths."""
+    """Write PNG displays of events ``start .. start+n-1`` into ``out_dir``; returns the paths.
+
+    Each file is written as ``name.tmp`` and renamed, so a killed job leaves no half-written PNG.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,29 +101,9 @@ def save_event_displays(batch: EventBatch, out_dir, n: int = 4, *, start: int = 
     for index in range(start, min(start + n, len(batch))):
         fig = draw_event(batch, index)
         path = out_dir / f"event_{index:05d}_t{int(batch.n_tracks[index])}.png"
-        fig.savefig(path, dpi=110)
+        tmp = path.with_name(path.name + ".tmp")
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, path)
         plt.close(fig)
         paths.append(path)
     return paths
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", help="ROOT file, folder or glob")
-    parser.add_argument("--events", type=int, default=4, help="number of events to draw (default %(default)s)")
-    parser.add_argument("--start", type=int, default=0, help="first event (default %(default)s)")
-    parser.add_argument("--out", default="runs/displays", help="output folder (default %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        batch = read_events(args.data, max_events=args.start + args.events)
-    except EventFileError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for path in save_event_displays(batch, args.out, args.events, start=args.start):
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,6 +8,7 @@ Matplotlib runs with the non-interactive Agg backend (batch jobs have no display
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +26,17 @@ def _pyplot():
 def save_figure(fig, stem, *, dpi: int = 150, close: bool = True, formats=("pdf", "png")) -> list[Path]:
     """Save ``fig`` as ``<stem>.pdf`` and ``<stem>.png`` (``stem`` without extension); returns the paths.
 
-    ``formats``: the file types to write (default both).
+    ``formats``: the file types to write (default both). Each file is written as ``name.tmp`` and
+    renamed, so a killed job never leaves a half-written plot.
     """
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
         path = stem.with_name(f"{stem.name}.{fmt}")
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        tmp = path.with_name(path.name + ".tmp")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt)
+        os.replace(tmp, path)
         paths.append(path)
     if close:
         _pyplot().close(fig)

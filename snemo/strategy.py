@@ -11,16 +11,84 @@ The flags (see :func:`snemo.cli.add_strategy_flags`) are kept from the original 
   strategy (CPU).
 
 TensorFlow is imported inside the functions, so modules importing this one stay fast to load.
+:func:`import_tensorflow` (called by :func:`make_strategy`, the first TensorFlow work of every
+script) keeps TensorFlow's CUDA start-up lines ("failed call to cuInit: ... CUDA error", "Could not
+find cuda drivers") off standard error on a machine without an NVIDIA driver, unless a device flag
+asks for a GPU; every other line still reaches standard error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import sys
+import threading
+
+# Lines TensorFlow prints at start-up where no GPU driver exists; harmless there, alarming to read.
+CUDA_NOISE = (b"failed call to cuInit", b"Could not find cuda drivers", b"All log messages before absl::InitializeLog",
+              b"cuda_dnn.cc", b"cuda_fft.cc", b"cuda_blas.cc", b"computation_placer.cc")
 
 
 class StrategyError(ValueError):
     """A strategy flag names a device that does not exist or a cluster that is not configured."""
+
+
+def gpu_driver_present() -> bool:
+    """True when the machine has an NVIDIA driver (``/dev/nvidia*`` or ``/proc/driver/nvidia``)."""
+    return bool(glob.glob("/dev/nvidia*")) or os.path.exists("/proc/driver/nvidia")
+
+
+def wants_gpu(args) -> bool:
+    """True when a device flag of ``args`` names a GPU (``--OneDeviceStrategy /gpu:0``, ``--MirroredStrategy``)."""
+    names = [getattr(args, "OneDeviceStrategy", None) or ""] + list(getattr(args, "MirroredStrategy", None) or [])
+    return any("gpu" in str(name).lower() for name in names)
+
+
+@contextlib.contextmanager
+def _stderr_without(noise: tuple[bytes, ...]):
+    """Forward file descriptor 2 through a pipe, dropping the lines that contain one of ``noise``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward():
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not any(item in line for item in noise):
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the thread reads to the end and stops
+        thread.join(timeout=10)
+        os.close(saved)
+
+
+def import_tensorflow(args=None):
+    """Import TensorFlow and find its devices; returns the ``tensorflow`` module.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless the environment sets it. Without an NVIDIA driver
+    (:func:`gpu_driver_present`) and when no device flag of ``args`` asks for a GPU, the CUDA
+    start-up lines (:data:`CUDA_NOISE`) are dropped from standard error; nothing else is.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if gpu_driver_present() or wants_gpu(args):
+        import tensorflow as tf
+
+        return tf
+    with _stderr_without(CUDA_NOISE):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    return tf
 
 
 def _device_key(name: str) -> tuple[str, int]:
@@ -75,7 +143,7 @@ def make_strategy(args):
     before any other TensorFlow work (a multi-worker strategy has to be created first).
     Raises :class:`StrategyError` for a device that does not exist or a missing cluster set-up.
     """
-    import tensorflow as tf
+    tf = import_tensorflow(args)
 
     one = getattr(args, "OneDeviceStrategy", None)
     mirrored = getattr(args, "MirroredStrategy", None)
@@ -146,3 +214,23 @@ def describe(strategy) -> str:
     if count > 1:
         text += f", worker {index} of {count}"
     return text
+
+
+def sum_over_workers(strategy, array):
+    """Element-wise sum of a NumPy integer array over all workers of ``strategy`` (unchanged in one process)."""
+    workers = worker_shard(strategy)[1]
+    if workers <= 1:
+        return array
+    import numpy as np
+    import tensorflow as tf
+
+    value = tf.constant(array.astype(np.float64))
+    replicas = strategy.num_replicas_in_sync
+
+    @tf.function(autograph=False)
+    def total():
+        # Every replica contributes value / (local replicas) so the sum counts each worker once.
+        per_replica = strategy.run(lambda: value * (workers / replicas))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return np.rint(total().numpy()).astype(np.int64)

@@ -18,7 +18,8 @@ import pytest
 from snemo import cli, strategy as snstrategy
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = ("number_of_tracks_classification", "number_of_tracks_classification3D", "combined", "plot_confusion")
+SCRIPTS = ("number_of_tracks_classification", "number_of_tracks_classification3D", "combined", "plot_confusion",
+           "demo", "display")
 
 
 def run_python(args, *, env=None, timeout=300, **kwargs):
@@ -44,7 +45,6 @@ def test_help_is_fast_and_does_not_import_tensorflow():
     code = ("import sys, importlib\n"
             f"for name in {SCRIPTS!r}:\n"
             "    importlib.import_module(name).build_parser().format_help()\n"
-            "import snemo.demo; snemo.demo.build_parser().format_help()\n"
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
     result = run_python(["-c", code])
     assert result.returncode == 0, result.stderr
@@ -62,6 +62,51 @@ def test_wrong_flag_is_one_line_and_exit_2(flags, message):
     assert result.returncode == 2
     lines = real_stderr_lines(result.stderr)
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_explicit_flags_and_resume_rules():
+    import number_of_tracks_classification as script
+
+    parser = script.build_parser()
+    assert cli.explicit_dests(parser, ["--seed", "0", "--view", "side"]) == {"seed", "view"}
+    assert parser.parse_args([]).seed == 0  # defaults restored after the probe
+    old = {"seed": 0, "view": "top", "epochs": 1, "data": ["a"], "quiet": False}
+    new = {"seed": 1, "view": "top", "epochs": 3, "data": ["b"], "quiet": True}
+    assert cli.resume_conflicts(old, new) == ["--seed 0 (now 1)"]
+    assert cli.resume_changes(old, new) == {"epochs": [1, 3], "quiet": [False, True]}
+
+
+def test_out_folder_checks(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(cli.RunFolderError, match="lies under the file"):
+        cli.check_out_dir(tmp_path / "file" / "run")
+    with pytest.raises(cli.RunFolderError, match="is a file"):
+        cli.check_out_dir(tmp_path / "file")
+    with pytest.raises(cli.RunFolderError, match="cannot write"):
+        cli.check_out_dir("/proc/snemo_test_run")
+    assert cli.check_out_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the probe leaves nothing
+
+
+def test_cuda_filter_drops_only_the_cuda_lines(capfd):
+    import os as _os
+
+    with snstrategy._stderr_without(snstrategy.CUDA_NOISE):
+        _os.write(2, b"E0000 cuda_platform.cc:52] failed call to cuInit: CUDA error\n")
+        _os.write(2, b"a real error\n")
+    assert capfd.readouterr().err == "a real error\n"
+
+
+@pytest.mark.skipif(snstrategy.gpu_driver_present(), reason="measures the machine without an NVIDIA driver")
+def test_no_cuda_line_on_a_machine_without_gpu(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(REPO)
+    result = subprocess.run([sys.executable, "number_of_tracks_classification.py", "--data", str(tmp_path / "x.root"),
+                             "--out", str(tmp_path / "run")], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: file {tmp_path / 'x.root'}: no such file or directory"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_shared_defaults():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -199,7 +200,9 @@ def test_resume_after_first_epoch(tiny_data, tmp_path, capsys):
     assert "accuracy:" in printed and "rows = true" in printed
     history = json.loads((out / "history.json").read_text())["epochs"]
     assert [r["epoch"] for r in history] == [1, 2]
-    assert json.loads((out / "config.json").read_text())["resumed"] is True
+    config = json.loads((out / "config.json").read_text())
+    assert config["resumed"] is True and config["args"]["epochs"] == 2 and "--epochs 1" in config["command"]
+    assert [resume["changed"] for resume in config["resumes"]] == [{"epochs": [1, 2], "quiet": [True, False]}]
 
 
 def test_3d_script(tiny_data, tmp_path):
@@ -233,27 +236,87 @@ def test_combined_missing_model_is_one_line_exit_2(tiny_data, tmp_path, capsys):
     assert "missing.keras" in err and len(err.splitlines()) == 1
 
 
-def test_plot_confusion_script(tiny_data, view_runs, tmp_path, capsys):
+def always_one_track(model_path, out_path):
+    """A copy of a trained counter whose head always answers 1 track (class 0): most events are misclassified."""
+    import keras
+
+    model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    head = model.get_layer("count")
+    kernel, bias = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.array([50.0] + [0.0] * (len(bias) - 1), np.float32)])
+    model.save(out_path)
+    return out_path
+
+
+def test_plot_confusion_gallery_of_a_model_that_is_always_wrong_on_two_or_more(tiny_data, view_runs, tmp_path,
+                                                                               capsys):
     import plot_confusion as script
 
+    model = always_one_track(view_runs["top"] / "model.keras", tmp_path / "one_track.keras")
     out = tmp_path / "plots"
-    status = script.main(["--model", str(view_runs["top"] / "model.keras"), "--data", str(tiny_data), "--out",
-                          str(out), "--max-gallery", "2", "--quiet"])
+    status = script.main(["--model", str(model), "--data", str(tiny_data), "--out", str(out), "--max-gallery", "2",
+                          "--quiet"])
     assert status == 0
     for name in ("confusion_matrix.pdf", "confusion_matrix.png", "metrics.json"):
         assert (out / name).exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix[:, 1:].sum() == 0 and matrix[1:, 0].sum() > 0  # every event predicted 1 track, some are not
     wrong = int(capsys.readouterr().out.split(" misclassified")[0].split()[-1])
-    if wrong:
-        assert (out / "misclassified.pdf").exists()
-        assert len(list((out / "misclassified").glob("*.png"))) == min(wrong, 2)
+    assert wrong == matrix[1:, 0].sum()
+    pngs = sorted((out / "misclassified").glob("*.png"))
+    assert len(pngs) == 2 and (out / "misclassified.pdf").stat().st_size > 0
+    from matplotlib.image import imread
+
+    assert imread(pngs[0]).std() > 0.01  # a drawn page, not a blank one
+
+
+def test_plot_confusion_scores_the_runs_own_test_split_from_its_config(tiny_data, tmp_path, capsys):
+    import number_of_tracks_classification as train
+    import plot_confusion as script
+
+    run = tmp_path / "run"
+    assert train.main(["--view", "front", "--seed", "3", "--split-by", "file", "--max-events", "120"]
+                      + common_flags(tiny_data, run)) == 0
+    config = json.loads((run / "config.json").read_text())
+    counts = [config["data"][k] for k in ("n_train", "n_validation", "n_test")]
+    assert config["data"]["info"]["split_by"] == "file" and sum(counts) == 120  # --max-events: 30 of each file
+    assert all(count % 30 == 0 for count in counts) and min(counts) >= 30  # --split-by file keeps files whole
+    capsys.readouterr()
+    out = tmp_path / "scored"
+    assert script.main(["--model", str(run / "model.keras"), "--out", str(out), "--max-gallery", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "config.json" in printed and "--seed 3" in printed and "--split-by file" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_events"] == config["data"]["n_test"] > 0
+    # A flag given here wins over the run's: another seed is another file split.
+    assert script.main(["--model", str(run / "model.keras"), "--out", str(tmp_path / "seed0"), "--seed", "0",
+                        "--max-gallery", "0", "--quiet"]) == 0
+    assert json.loads((tmp_path / "seed0" / "config.json").read_text())["args"]["seed"] == 0
+    assert script.main(["--model", str(run / "model.keras"), "--out", str(tmp_path / "bad"), "--max-tracks", "3",
+                        "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-tracks 3" in err[0] and "1..4" in err[0]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_plot_confusion_refuses_to_write_into_a_training_run(view_runs, tmp_path, capsys):
+    import plot_confusion as script
+
+    before = (view_runs["top"] / "config.json").read_bytes()
+    assert script.main(["--model", str(view_runs["top"] / "model.keras"), "--out", str(view_runs["top"]),
+                        "--quiet"]) == 2
+    assert "holds a run of number_of_tracks_top" in capsys.readouterr().err
+    assert (view_runs["top"] / "config.json").read_bytes() == before
 
 
 @pytest.mark.slow
 def test_demo_runs(tmp_path):
-    """The demo on a capped built-in dataset (generates data/my_generator on first use)."""
-    from snemo import demo
+    """The demo on a capped built-in dataset, generated in a temporary --data-dir."""
+    import demo
 
-    assert demo.main(["--out", str(tmp_path / "demo"), "--epochs", "1", "--max-events", "2000", "--quiet"]) == 0
+    assert demo.main(["--out", str(tmp_path / "demo"), "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+                      "--max-events", "2000", "--quiet"]) == 0
     assert_run_folder(tmp_path / "demo")
 
 
@@ -267,3 +330,144 @@ def test_plot_confusion_all_events_scores_every_event(tiny_data, view_runs, tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "all events" and metrics["n_events"] == 160
     assert int(np.sum(metrics["confusion_matrix"])) == 160
+
+
+# ------------------------------------------------------------------------------------------------
+# One tiny run per data / training flag
+# ------------------------------------------------------------------------------------------------
+
+
+def run_config(tiny_data, out, *flags):
+    import number_of_tracks_classification as script
+
+    base = common_flags(tiny_data, out)[2:] if tiny_data is None else common_flags(tiny_data, out)
+    assert script.main(base + list(flags)) == 0
+    return json.loads((out / "config.json").read_text())
+
+
+def test_streaming_with_radius_channel_gives_the_in_memory_split(tiny_data, view_runs, tmp_path):
+    import keras
+
+    streamed = run_config(tiny_data, tmp_path / "streaming", "--streaming", "--radius-channel", "--view", "side")
+    memory = json.loads((view_runs["top"] / "config.json").read_text())
+    assert streamed["data"]["info"]["streaming"] is True
+    assert [streamed["data"][k] for k in ("n_train", "n_validation", "n_test")] == \
+        [memory["data"][k] for k in ("n_train", "n_validation", "n_test")]  # the split is the event hash's
+    model = keras.saving.load_model(tmp_path / "streaming" / "model.keras", safe_mode=True)
+    assert tuple(model.inputs[0].shape[1:]) == (30, 113, 2)  # hit counts and drift radius
+
+
+def test_skip_out_of_range_drops_events_with_too_many_tracks(tiny_data, tmp_path, capsys):
+    import shutil
+
+    import number_of_tracks_classification as script
+    from my_generator.my_generator import generate
+    from snemo.events import write_events
+
+    data = tmp_path / "with_five"
+    shutil.copytree(tiny_data, data)
+    write_events(data / "tiny_t5.root", generate(40, 5, np.random.default_rng(5)))
+    assert script.main(common_flags(data, tmp_path / "refused")) == 2
+    err = capsys.readouterr().err
+    assert "tiny_t5.root" in err and "skip" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "refused").exists()
+    config = run_config(data, tmp_path / "skipped", "--skip-out-of-range")
+    assert sum(config["data"][k] for k in ("n_train", "n_validation", "n_test")) == 160
+
+
+def test_early_stopping_stops_at_the_first_epoch_without_improvement(tiny_data, tmp_path):
+    run_config(tiny_data, tmp_path / "early", "--early-stopping", "1", "--epochs", "6", "--learning-rate", "0.05",
+               "--lr-schedule", "constant")
+    losses = [r["val_loss"] for r in json.loads((tmp_path / "early" / "history.json").read_text())["epochs"]]
+    improved = [loss < min(losses[:k]) for k, loss in enumerate(losses) if k > 0]
+    if len(losses) < 6:
+        assert not improved[-1] and all(improved[:-1]), losses  # stopped at the first epoch that did not improve
+    else:
+        assert all(improved[:-1]), losses  # every epoch but maybe the last improved: no stop was due
+
+
+# ------------------------------------------------------------------------------------------------
+# Built-in dataset, --init-model, frozen branches, resume rules
+# ------------------------------------------------------------------------------------------------
+
+
+def test_builtin_toyhaystack_dataset_in_a_data_dir(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    config = run_config(None, tmp_path / "builtin", "--dataset-kind", "toyhaystack", "--data-dir", str(data_dir),
+                        "--max-events", "200")
+    assert all(path.startswith(str(data_dir / "toyhaystack")) for path in config["data_files"])
+    assert len(config["data_files"]) == 8  # 4 track counts x 2 files
+    from Generator.builtin import default_dataset
+
+    stamp = {path: os.stat(path).st_mtime_ns for path in config["data_files"]}
+    monkeypatch.setenv("SNEMO_DATA_DIR", str(data_dir))
+    assert default_dataset("toyhaystack", progress=False) == data_dir / "toyhaystack"  # found, not regenerated
+    assert stamp == {path: os.stat(path).st_mtime_ns for path in config["data_files"]}
+
+
+def test_init_model_starts_from_the_trained_weights(tiny_data, view_runs, tmp_path, capsys):
+    import keras
+
+    import number_of_tracks_classification as script
+
+    source = view_runs["front"] / "model.keras"
+    config = run_config(tiny_data, tmp_path / "tuned", "--view", "front", "--init-model", str(source),
+                        "--learning-rate", "1e-12", "--lr-schedule", "constant")
+    assert config["init_model"] == str(source.resolve()) or config["init_model"] == os.path.abspath(source)
+    trained = keras.saving.load_model(source, safe_mode=True)
+    tuned = keras.saving.load_model(tmp_path / "tuned" / "model.keras", safe_mode=True)
+    for a, b in zip(trained.trainable_weights, tuned.trainable_weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    assert script.main(common_flags(tiny_data, tmp_path / "wrong_view") + ["--view", "top", "--init-model",
+                                                                          str(source)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--init-model" in err[0] and "front" in err[0]
+    assert not (tmp_path / "wrong_view").exists()
+
+
+def test_combined_frozen_phase_leaves_the_branches_unchanged(tiny_data, view_runs, tmp_path):
+    import keras
+
+    import combined as script
+    from architectures import combined
+
+    out = tmp_path / "frozen_only"
+    flags = common_flags(tiny_data, out) + ["--finetune-epochs", "0", "--learning-rate", "0.01"]
+    flags += [item for view in ("top", "side", "front") for item in (f"--{view}", str(view_runs[view] / "model.keras"))]
+    assert script.main(flags) == 0
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    for view in ("top", "side", "front"):
+        branch = combined.cut_at_features(keras.saving.load_model(view_runs[view] / "model.keras", safe_mode=True), "b")
+        for before, after in zip(branch.get_weights(), model.get_layer(f"{view}_branch").get_weights(), strict=True):
+            np.testing.assert_array_equal(before, after)
+    head_before = combined.build(*(keras.saving.load_model(view_runs[v] / "model.keras") for v in ("top", "side", "front")))
+    assert head_before.get_layer("count").get_weights()[0].shape == model.get_layer("count").get_weights()[0].shape
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_refuses_flags_that_change_the_model_or_the_data(tiny_data, view_runs, tmp_path, capsys):
+    import number_of_tracks_classification as script
+
+    out = tmp_path / "finished"
+    import shutil
+
+    shutil.copytree(view_runs["top"], out)
+    before = snapshot(out)
+    other = tmp_path / "other_data"
+    shutil.copytree(tiny_data, other)
+    (other / "tiny_t4.root").unlink()
+    for flags, token in ((["--seed", "7"], "--seed 0 (now 7)"), (["--batch-size", "16"], "--batch-size 32 (now 16)"),
+                         (["--radius-channel"], "--radius-channel"), (["--max-tracks", "5"], "--max-tracks")):
+        assert script.main(common_flags(tiny_data, out) + flags) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and token in err[0] and "cannot resume" in err[0], err
+    assert script.main(common_flags(other, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data" in err[0] and "4 file(s)" in err[0] and "3 file(s)" in err[0], err
+    assert script.main(common_flags(tmp_path / "missing.root", out)) == 2  # a bad file never touches the run
+    assert script.main(["--view", "side"] + common_flags(tiny_data, out)) == 2
+    assert "holds a run of number_of_tracks_top" in capsys.readouterr().err
+    assert snapshot(out) == before
