@@ -156,8 +156,8 @@ def add_noise_hits(hit_event, cells: dict, n_events: int, mean: float, rng: np.r
 
     ``hit_event`` (n_hits,): event of each hit, non-decreasing; ``cells``: per-hit arrays
     ``grid_side``, ``grid_layer``, ``grid_column``, ``wirez`` (mm), ``radius`` (mm) (other keys
-    are not allowed); the noise hits take their dtypes. Noise cells are distinct, not hit in the event and not dead; z ~ U(-1500,
-    1500) mm, radius ~ U(0, 22) mm. Returns the new (hit_event, cells), ordered by event with
+    are not allowed); the noise hits take their dtypes. Noise cells are distinct, not hit in the
+    event and not dead; z ~ U(-1500, 1500) mm, radius ~ U(0, 22) mm. Returns the new (hit_event, cells), ordered by event with
     each event's noise after its track hits. Draws nothing when ``mean`` is 0.
     """
     if mean <= 0.0:
@@ -166,7 +166,7 @@ def add_noise_hits(hit_event, cells: dict, n_events: int, mean: float, rng: np.r
     key_type = np.int32 if n_events * geo.N_CELLS < 2 ** 31 else np.int64  # int32 sorts twice as fast
     cell = (cells["grid_side"].astype(key_type) * geo.N_LAYERS + cells["grid_layer"]) * geo.N_COLUMNS \
         + cells["grid_column"]
-    occupied = np.sort(hit_event.astype(key_type) * geo.N_CELLS + cell, kind="stable")  # runs: tracks are sorted
+    occupied = np.sort(hit_event.astype(key_type) * geo.N_CELLS + cell, kind="stable")
     n_dead = 0 if dead_mask is None else int(dead_mask.sum())
     # At most the free cells: a cell listed under two tracks (my_generator) is counted twice here,
     # which only matters when the Poisson draw would fill the whole chamber.
