@@ -18,6 +18,8 @@ export TF_CPP_MIN_LOG_LEVEL=2
 R=runs/models
 mkdir -p "$R"
 
+exec 9> "$R/.data.lock"
+flock 9  # two streams started together make the data once, one after the other
 gen() {  # gen FOLDER GENERATOR SEED EVENTS FILES FLAGS...: make a dataset once
     local out=$1 script=$2 seed=$3 events=$4 files=$5; shift 5
     [ -d "$out" ] || $PY "$script" --events "$events" --files "$files" --seed "$seed" --out "$out" --quiet "$@"
@@ -38,6 +40,7 @@ gen data/heldout/my_generator/onesided           $MGS 993 5000 1 --sides 1
 gen data/heldout/my_generator/onesided_realistic $MGS 994 5000 1 --sides 1 --realistic
 gen data/heldout/toyhaystack/clean               $THS 991 5000 1
 gen data/heldout/toyhaystack/realistic           $THS 992 5000 1 --realistic
+flock -u 9
 
 step() {  # step NAME COMMAND...: run once (a rerun resumes), then ship the best model
     local name=$1; shift
