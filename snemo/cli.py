@@ -267,25 +267,48 @@ def build_in_scope(run: Run, builder: Callable, *builder_args, **builder_kwargs)
 
 
 def train_model(run: Run, model, splits, *, phase: str = "train", epochs=None, learning_rate=None, **options):
-    """Train ``model`` on ``splits.train`` / ``splits.validation`` with the run's flags.
+    """Train on ``splits.train`` / ``splits.validation`` with the run's flags; returns the TrainResult.
 
-    See :func:`snemo.training.train`; ``options`` are passed on to it.
-
-    ``epochs`` / ``learning_rate`` default to --epochs / --learning-rate. Returns the TrainResult.
+    Without ``step=`` in ``options``, ``model`` trains with :class:`snemo.steps.ClassifierStep`
+    (Adam at ``learning_rate``, default --learning-rate; ``optimizer``, ``loss_fn``, ``correct_fn``,
+    ``model_file`` go to it). ``step=``: a step object of the script's own (a GAN, two heads: see
+    :mod:`snemo.steps`); ``model`` is then only logged (None: the step's models) and
+    ``learning_rate`` is refused (it belongs to the step). ``epochs`` defaults to --epochs;
+    ``lr_schedule``, ``early_stopping``, ``min_lr_fraction``, ``plateau_patience`` and
+    ``plateau_factor`` override the flags' :class:`snemo.training.Schedule`; other ``options``
+    (``initial_best``, ``restore_best``) go to :func:`snemo.training.train`.
     """
-    from snemo.training import train
+    import math
+
+    import keras
+
+    from snemo.steps import ClassifierStep
+    from snemo.training import Schedule, train
 
     args = run.args
-    n_parameters = int(sum(int(v.numpy().size) for v in model.trainable_variables))
-    run.update_config(**{f"trainable_parameters_{phase}": n_parameters,
-                         "parameters": int(model.count_params())})
-    run.log(f"[{phase}] model {model.name}: {model.count_params():,} parameters, {n_parameters:,} trainable")
-    return train(model, splits.train, splits.validation, strategy=run.strategy, out_dir=run.out,
-                 epochs=args.epochs if epochs is None else epochs,
-                 learning_rate=args.learning_rate if learning_rate is None else learning_rate, phase=phase,
+    schedule = Schedule(lr_schedule=options.pop("lr_schedule", args.lr_schedule),
+                        early_stopping=options.pop("early_stopping", args.early_stopping),
+                        **{key: options.pop(key) for key in ("min_lr_fraction", "plateau_patience", "plateau_factor")
+                           if key in options})
+    step = options.pop("step", None)
+    if step is None:
+        step = ClassifierStep(model, learning_rate=args.learning_rate if learning_rate is None else learning_rate,
+                              **{key: options.pop(key) for key in ("optimizer", "loss_fn", "correct_fn", "model_file")
+                                 if key in options})
+    elif learning_rate is not None:
+        raise ValueError("learning_rate is for the classifier step: a step object sets its own optimizers' rates")
+    models = [model] if model is not None else [value for value in step.trackables().values()
+                                                if isinstance(value, keras.Model)]
+    counts = [(item, int(item.count_params()), sum(math.prod(v.shape) for v in item.trainable_variables))
+              for item in models]
+    run.update_config(**{f"trainable_parameters_{phase}": sum(count[2] for count in counts),
+                         "parameters": sum(count[1] for count in counts)})
+    for item, n_all, n_trainable in counts:
+        run.log(f"[{phase}] model {item.name}: {n_all:,} parameters, {n_trainable:,} trainable")
+    return train(step, splits.train, splits.validation, strategy=run.strategy, out_dir=run.out,
+                 epochs=args.epochs if epochs is None else epochs, phase=phase, schedule=schedule,
                  n_train=splits.n_train, n_validation=splits.n_validation, batch_size=args.batch_size,
-                 steps_per_epoch=args.steps_per_epoch, lr_schedule=args.lr_schedule,
-                 early_stopping=args.early_stopping, quiet=args.quiet, log=run.log, **options)
+                 steps_per_epoch=args.steps_per_epoch, quiet=args.quiet, log=run.log, **options)
 
 
 def counting_labels(max_tracks: int) -> list[int]:

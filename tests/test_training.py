@@ -33,19 +33,21 @@ def tiny_model(seed=0):
     return keras.Model(inputs, outputs)
 
 
-STRATEGY = None
-
-
 def strategy():
     return tf.distribute.get_strategy()
+
+
+def step(model, **options):
+    """The counters' step over ``model`` (Adam unless an optimizer is given)."""
+    return training.ClassifierStep(model, **options)
 
 
 def test_train_writes_history_model_checkpoints_tensorboard(tmp_path):
     train_ds, _, _ = tiny_data()
     val_ds, _, _ = tiny_data(seed=1)
     model = tiny_model()
-    result = training.train(model, train_ds, val_ds, strategy=strategy(), out_dir=tmp_path, epochs=2,
-                            learning_rate=1e-2, quiet=True)
+    result = training.train(step(model, learning_rate=1e-2), train_ds, val_ds, strategy=strategy(), out_dir=tmp_path,
+                            epochs=2, quiet=True)
     history = json.loads((tmp_path / "history.json").read_text())["epochs"]
     assert [r["epoch"] for r in history] == [1, 2]
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "samples"):
@@ -59,23 +61,29 @@ def test_train_writes_history_model_checkpoints_tensorboard(tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents*"))
 
 
-def test_resume_continues_at_next_epoch(tmp_path):
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     train_ds, _, _ = tiny_data()
+    whole = tiny_model()
+    training.train(step(whole), train_ds, train_ds, strategy=strategy(), out_dir=tmp_path / "whole", epochs=3,
+                   quiet=True, restore_best=False)
+    out = tmp_path / "killed"
     model = tiny_model()
-    training.train(model, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=1, quiet=True)
+    training.train(step(model), train_ds, train_ds, strategy=strategy(), out_dir=out, epochs=1, quiet=True)
     first = [w.copy() for w in model.get_weights()]
     # A new process would rebuild the model from scratch: different initial weights.
     again = tiny_model(seed=5)
-    result = training.train(again, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=3, quiet=True,
+    result = training.train(step(again), train_ds, train_ds, strategy=strategy(), out_dir=out, epochs=3, quiet=True,
                             restore_best=False)
     assert result.resumed_from == 1 and result.epochs_done == 3
-    history = training.read_history(tmp_path)
+    history = training.read_history(out)
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert not np.allclose(again.get_weights()[0], first[0])  # trained on from the restored weights
+    for resumed, uninterrupted in zip(again.get_weights(), whole.get_weights(), strict=True):
+        np.testing.assert_allclose(resumed, uninterrupted, rtol=1e-6, atol=1e-7)
     # A third run with the same total has nothing left to do.
-    done = training.train(tiny_model(seed=9), train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=3,
+    done = training.train(step(tiny_model(seed=9)), train_ds, train_ds, strategy=strategy(), out_dir=out, epochs=3,
                           quiet=True)
-    assert done.resumed_from == 3 and len(training.read_history(tmp_path)) == 3
+    assert done.resumed_from == 3 and len(training.read_history(out)) == 3
 
 
 def test_phases_resume_independently(tmp_path):
@@ -83,23 +91,23 @@ def test_phases_resume_independently(tmp_path):
     model = tiny_model()
     training.set_trainable(model, False, ["hidden"])
     assert len(model.trainable_variables) == 2
-    first = training.train(model, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=1,
+    first = training.train(step(model), train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=1,
                            phase="frozen", quiet=True)
     training.set_trainable(model, True, ["hidden"])
-    training.train(model, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=1, phase="finetune",
-                   learning_rate=1e-4, initial_best=first.best_val_loss, quiet=True)
+    training.train(step(model, learning_rate=1e-4), train_ds, train_ds, strategy=strategy(), out_dir=tmp_path,
+                   epochs=1, phase="finetune", initial_best=first.best_val_loss, quiet=True)
     history = training.read_history(tmp_path)
     assert [(r["phase"], r["epoch"]) for r in history] == [("frozen", 1), ("finetune", 1)]
     assert math.isclose(history[1]["learning_rate"], 1e-4, rel_tol=1e-5)
     # Restart both phases with one more fine-tuning epoch: frozen is complete, finetune resumes.
     model2 = tiny_model(seed=3)
     training.set_trainable(model2, False, ["hidden"])
-    again = training.train(model2, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=1,
+    again = training.train(step(model2), train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=1,
                            phase="frozen", quiet=True)
     assert again.resumed_from == 1
     training.set_trainable(model2, True, ["hidden"])
-    tuned = training.train(model2, train_ds, train_ds, strategy=strategy(), out_dir=tmp_path, epochs=2,
-                           phase="finetune", learning_rate=1e-4, initial_best=again.best_val_loss, quiet=True)
+    tuned = training.train(step(model2, learning_rate=1e-4), train_ds, train_ds, strategy=strategy(),
+                           out_dir=tmp_path, epochs=2, phase="finetune", initial_best=again.best_val_loss, quiet=True)
     assert tuned.resumed_from == 1
     assert [(r["phase"], r["epoch"]) for r in training.read_history(tmp_path)] == [
         ("frozen", 1), ("finetune", 1), ("finetune", 2)]
@@ -110,7 +118,7 @@ def test_loss_is_the_mean_over_examples_with_a_short_last_batch(tmp_path):
     model = tiny_model()
     expected = float(np.mean(keras.losses.categorical_crossentropy(y, model(x, training=False)).numpy()))
     optimizer = keras.optimizers.SGD(learning_rate=1e-12)
-    training.train(model, data, data, strategy=strategy(), out_dir=tmp_path, epochs=1, optimizer=optimizer,
+    training.train(step(model, optimizer=optimizer), data, data, strategy=strategy(), out_dir=tmp_path, epochs=1,
                    quiet=True)
     record = training.read_history(tmp_path)[0]
     assert record["val_loss"] == pytest.approx(expected, rel=1e-4)
@@ -121,23 +129,24 @@ def test_early_stopping_and_plateau(tmp_path):
     train_ds, _, _ = tiny_data(n=200, batch=20)
     val_ds, _, _ = tiny_data(n=100, seed=1, invert=True)  # learning the rule makes this loss grow
     model = tiny_model()
-    result = training.train(model, train_ds, val_ds, strategy=strategy(), out_dir=tmp_path, epochs=10,
-                            learning_rate=5e-2, early_stopping=2, lr_schedule="plateau", plateau_patience=1,
-                            quiet=True)
+    result = training.train(step(model, learning_rate=5e-2), train_ds, val_ds, strategy=strategy(), out_dir=tmp_path,
+                            epochs=10, schedule=training.Schedule(early_stopping=2, lr_schedule="plateau",
+                                                                  plateau_patience=1), quiet=True)
     assert result.stopped_early and result.epochs_done < 10
     history = training.read_history(tmp_path)
     assert history[-1]["learning_rate"] < history[0]["learning_rate"]
     # A restart of a stopped phase trains no more.
-    again = training.train(tiny_model(), train_ds, val_ds, strategy=strategy(), out_dir=tmp_path, epochs=10,
-                           early_stopping=2, quiet=True)
+    again = training.train(step(tiny_model()), train_ds, val_ds, strategy=strategy(), out_dir=tmp_path, epochs=10,
+                           schedule=training.Schedule(early_stopping=2), quiet=True)
     assert again.epochs_done == result.epochs_done
 
 
 def test_cosine_schedule_and_steps_cap(tmp_path):
     train_ds, _, _ = tiny_data(n=64, batch=8)
     model = tiny_model()
-    training.train(model, train_ds, None, strategy=strategy(), out_dir=tmp_path, epochs=3, learning_rate=1e-2,
-                   lr_schedule="cosine", min_lr_fraction=0.1, steps_per_epoch=2, quiet=True)
+    training.train(step(model, learning_rate=1e-2), train_ds, None, strategy=strategy(), out_dir=tmp_path, epochs=3,
+                   schedule=training.Schedule(lr_schedule="cosine", min_lr_fraction=0.1), steps_per_epoch=2,
+                   quiet=True)
     history = training.read_history(tmp_path)
     assert [r["samples"] for r in history] == [16, 16, 16]
     assert history[0]["learning_rate"] == pytest.approx(1e-2, rel=1e-5)
@@ -149,12 +158,17 @@ def test_cosine_schedule_and_steps_cap(tmp_path):
 def test_bad_arguments_raise_value_error(tmp_path):
     train_ds, _, _ = tiny_data()
     with pytest.raises(ValueError, match="lr_schedule"):
-        training.train(tiny_model(), train_ds, None, strategy=strategy(), out_dir=tmp_path, epochs=1,
-                       lr_schedule="linear")
+        training.train(step(tiny_model()), train_ds, None, strategy=strategy(), out_dir=tmp_path, epochs=1,
+                       schedule=training.Schedule(lr_schedule="linear"))
     frozen = tiny_model()
     frozen.trainable = False
     with pytest.raises(ValueError, match="no trainable variables"):
-        training.train(frozen, train_ds, None, strategy=strategy(), out_dir=tmp_path, epochs=1)
+        training.train(step(frozen), train_ds, None, strategy=strategy(), out_dir=tmp_path, epochs=1)
+    with pytest.raises(ValueError, match="step object"):
+        training.train(tiny_model(), train_ds, None, strategy=strategy(), out_dir=tmp_path, epochs=1)
+    with pytest.raises(ValueError, match="learning rate must be positive"):
+        step(tiny_model(), learning_rate=0.0)
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_predict_keeps_dataset_order():
@@ -194,8 +208,8 @@ for name, strategy in (("one", tf.distribute.get_strategy()),
     with strategy.scope():
         model = build()
         optimizer = keras.optimizers.SGD(learning_rate=0.5)
-    training.train(model, data, None, strategy=strategy, out_dir=tempfile.mkdtemp(), epochs=1,
-                   optimizer=optimizer, quiet=True)
+    training.train(training.ClassifierStep(model, optimizer=optimizer), data, None, strategy=strategy,
+                   out_dir=tempfile.mkdtemp(), epochs=1, quiet=True)
     kernels[name] = model.get_weights()[0]
 step = np.abs(kernels["one"] - build().get_weights()[0]).max()
 print(np.abs(kernels["one"] - kernels["two"]).max() / step)
