@@ -105,7 +105,8 @@ def main(argv=None) -> int:
                      "inference_events_per_second": args.batch * args.steps / best[name]["inference"],
                      "training_samples_per_second": args.train_batch * args.steps / best[name]["training"]})
     reference = rows[1]
-    print(f"{'model':<10} {'parameters':>11} {'inference ev/s':>15} {'ratio':>6} {'training samples/s':>19} {'ratio':>6}")
+    print(f"{'model':<10} {'parameters':>11} {'inference ev/s':>15} {'ratio':>6} "
+          f"{'training samples/s':>19} {'ratio':>6}")
     for row in rows:
         print(f"{row['model']:<10} {row['parameters']:>11,} {row['inference_events_per_second']:>15,.0f} "
               f"{row['inference_events_per_second'] / reference['inference_events_per_second']:>6.2f} "
