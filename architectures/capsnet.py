@@ -9,9 +9,10 @@ model), ``class_poses`` (back to (B, n_classes, 16)) and ``count``, the capsule 
 ``capsule.margin_loss`` as the per-example loss (``ClassifierStep(model, loss_fn=margin_loss)``);
 the lengths are scores, not probabilities (they need not sum to one).
 
-Default on the top view (3x3 convolutions of 16 and 32 filters): (18, 113) -> pool (1, 2) -> (18, 57) -> pool (2, 2) -> (9, 29) ->
-primary capsules 3x3 stride 2 -> (4, 14) x 8 types = 448 capsules of 8 dimensions -> 4 class
-capsules of 16; 252,816 parameters. A saved model loads with ``safe_mode=True`` after ``import capsule``.
+Default on the top view (3x3 convolutions of 16 and 32 filters): (18, 113) -> pool (1, 2) ->
+(18, 57) -> pool (2, 2) -> (9, 29) -> primary capsules 3x3 stride 2 -> (4, 14) x 8 types = 448
+capsules of 8 dimensions -> 4 class capsules of 16; 252,816 parameters. A saved model loads with
+``safe_mode=True`` after ``import capsule``.
 """
 
 from __future__ import annotations
