@@ -13,7 +13,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from architectures import capsnet  # noqa: E402
+from architectures import capsnet, combined  # noqa: E402
 from capsule import (CapsuleLength, CapsuleMask, PrimaryCapsule, RoutingByAgreement, SecondaryCapsule,  # noqa: E402
                      margin_loss, squash)
 from snemo import training  # noqa: E402
@@ -161,6 +161,7 @@ def test_capsnet_counter_names_shapes_and_options():
     assert model.output_shape == (None, 4)
     assert model.get_layer("primary_capsules").output.shape == (None, 448, 8)
     assert model.get_layer("features").output.shape == (None, 64)
+    assert combined.cut_at_features(model, "top_branch").output_shape == (None, 64)
     lengths = model(np.zeros((2, 18, 113, 1), np.float32)).numpy()
     assert np.all((lengths >= 0) & (lengths < 1))
     side = capsnet.build((30, 113, 1), 3, routing_iterations=2)
