@@ -1,20 +1,29 @@
 """3D track counter: a Conv3D network on the (18, 113, 30) voxel grid (top-view row, column, z bin).
 
-The grid holds 61,020 voxels per event, of which a few dozen are hits, so a dense 3x3x3 network
-over the full grid is slow on CPU. The variants (``VARIANTS``) differ in how they make the 3D
-convolutions cheap; every one is a chain of ``Conv3D`` layers (the convolutions stay 3D):
+The grid holds 61,020 voxels per event, of which a few dozen are hits, and on CPU a Conv3D costs
+most where the grid is large and the channels few (memory, not multiply-adds) and MaxPooling3D's
+gradient is slow. The variants (:data:`VARIANTS`, measured by ``benchmarks/bench_view3d.py``)
+differ in how they keep that part small; in every one the convolutions are ``Conv3D`` layers
+with 3D kernels on a 3D grid:
 
-- ``full``: the first release's model, 3x3x3 kernels everywhere, the first strided (1, 2, 2).
-- ``zstem``: a Conv3D stem of kernel and stride 5 along z (100 mm bins -> 500 mm bins; the 5
-  sub-bins live on in the stem's channels), then (2+1)D blocks: a (3, 3, 1) kernel in the
-  top-view plane followed by a (1, 1, 3) kernel along z, pooling mostly along the columns.
-- ``strided``: a 3x3x3 Conv3D stem with strides (1, 2, 3), then the same (2+1)D blocks.
+- ``full``: the first release's model, 3x3x3 kernels, the first strided (1, 2, 2), max pooling.
+- ``zstem``, ``strided``: a z-reducing or strided stem, then (2+1)D blocks ((3, 3, 1) kernel in
+  the top-view plane, then (1, 1, 3) along z) with max pooling; slower than ``full`` here,
+  because they keep 8-16 channels on (18, 113, 6) or (18, 57, 10) grids.
+- ``s2``, ``s2full``: a (3, 3, 5) stem of strides (2, 2, 5), then strided (2+1)D or 3x3x3 blocks,
+  no pooling. ``fold5``, ``fold5flat``: the same with the z bins folded 5 by 5 into channels.
+- ``lite`` (default): z bins folded 5 by 5 into channels (a free Reshape: 6 bins of 500 mm, the
+  5 sub-bins as channels), a 3x3x3 stem of strides (2, 2, 2) on that grid (a Conv3D of kernel
+  (3, 3, 15) and strides (2, 2, 10) on the 100 mm grid), then strided (2+1)D blocks:
+  (18, 113, 30, C) -> (18, 113, 6, 5C) -> (9, 57, 3, 16) -> (9, 29, 3, 32) -> (9, 15, 3, 48)
+  -> (9, 15, 3, 48) -> ``features`` (B, 96); about 29 M multiply-adds per event.
 
-Layer names: ``stem_conv``, ``stem_bn``, ``stem_relu``, ``stem_pool``; ``block<i>_conv<j>``,
-``block<i>_bn<j>``, ``block<i>_relu<j>``, ``block<i>_pool``; then ``features`` (global average and
-max pooling of the last block, where :func:`architectures.combined.cut_at_features` cuts),
-``head_dense``, ``head_dropout``, ``count`` (the shared :func:`architectures.top.counting_head`).
-BatchNorm momentum 0.9 (see :func:`architectures.top.view_cnn`).
+Layer names: ``stem_fold_z``, ``stem_conv<j>``, ``stem_bn<j>``, ``stem_relu<j>``, ``stem_pool``;
+``block<i>_conv<j>``, ``block<i>_bn<j>``, ``block<i>_relu<j>``, ``block<i>_pool``; then
+``features`` (global average and max pooling of the last block, where
+:func:`architectures.combined.cut_at_features` cuts), ``head_dense``, ``head_dropout``, ``count``
+(the shared :func:`architectures.top.counting_head`). BatchNorm momentum 0.9 (see
+:func:`architectures.top.view_cnn`). A voxel is empty where the hit's z is missing.
 """
 
 from __future__ import annotations
@@ -91,9 +100,12 @@ def build(input_shape=(*geo.VOXEL_SHAPE, 1), n_classes: int = 4, *, variant: str
           dense: int = 128, dropout: float = 0.3):
     """Voxel counter: (B, 18, 113, 30, C) -> (B, n_classes) softmax; input layer named "voxels".
 
-    ``variant``: one of :data:`VARIANTS` (default ``zstem``; ``full`` is the first release's model).
-    ``filters``: optional filter counts, one for the stem then one per block of the variant
-    (default: the variant's). ``features`` is (B, 2 * last filters). C = 1 (hit) or 2 (hit, radius).
+    ``input_shape``: (rows, columns, z bins, C), C = 1 (hit) or 2 (hit, radius / 22 mm); the
+    ``fold*`` and ``lite`` variants need a multiple of 5 z bins. ``variant``: one of
+    :data:`VARIANTS` (default ``lite``; ``full`` is the first release's model). ``filters``:
+    optional filter counts, one for the stem then one per block (default: the variant's).
+    ``features`` is (B, 2 * last filters); output (B, n_classes) softmax over 1..n_classes tracks.
+    Raises ``ValueError`` for an unknown variant, n_classes < 2 or a wrong ``filters``.
     """
     import keras
     from keras import layers
