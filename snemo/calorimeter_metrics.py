@@ -162,7 +162,7 @@ def multi_label_metrics(scores, true_counts, k=None, n_tracks=None) -> dict:
     top_columns, _ = decode_top_k(columns, np.minimum(k, geo.CALO_GRID_COLUMNS))
     in_top = np.zeros((n, geo.CALO_GRID_COLUMNS + 1), dtype=bool)
     in_top[np.repeat(np.arange(n), top_columns.shape[1]), top_columns.ravel()] = True
-    tracks_per_column = counts.reshape(n, -1, geo.CALO_GRID_COLUMNS).sum(axis=1)  # (N, 22)
+    tracks_per_column = counts.reshape(n, geo.N_SIDES * geo.CALO_GRID_ROWS, geo.CALO_GRID_COLUMNS).sum(axis=1)  # (N, 22)
     found_columns = (tracks_per_column * in_top[:, :geo.CALO_GRID_COLUMNS]).sum(axis=1)
     column_tracks = tracks_per_column.sum(axis=1)
 
