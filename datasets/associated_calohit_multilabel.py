@@ -11,7 +11,11 @@ Targets (B, 660) float32 over both sides' grids, index ``side * 330 + row * 22 +
 Decoding takes the top k cells, k = the number of tracks: with ``with_n_tracks=True`` each element
 is ``(inputs, targets, n_tracks)`` (int32 (B,); do not pass such a dataset to ``model.fit``, which
 would read the third element as sample weights); in any case ``Splits.test_events.n_tracks``
-gives k for every test example, in dataset order (in-memory mode).
+gives k for every test example, in dataset order (in-memory mode). With ``max_tracks`` and
+``count_target=True`` the targets are the dict {"cells": (B, 660), "count": one-hot (B,
+max_tracks), class k - 1 for k tracks}, what a model with a number-of-tracks head trains on (and
+k for the decoding in streaming mode too). :func:`model_inputs` makes the inputs of a trained
+model from any events.
 """
 
 from __future__ import annotations
@@ -35,13 +39,23 @@ def cell_counts(events: EventBatch) -> np.ndarray:
     return np.bincount(flat, minlength=len(events) * N_TARGETS).astype(np.float32).reshape(len(events), N_TARGETS)
 
 
+def model_inputs(events: EventBatch, view=("top", "side", "front"), radius_channel: bool = False):
+    """Float32 model inputs of whole events: (n, H, W, C) for one view, else a dict by view name."""
+    names = views.parse_views(view)
+    if len(names) == 1:
+        return views.make_view(events, names[0], radius_channel)
+    return {name: views.make_view(events, name, radius_channel) for name in names}
+
+
 def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = False, with_n_tracks: bool = False,
-         **options) -> Splits:
+         max_tracks: int | None = None, count_target: bool = False, **options) -> Splits:
     """Train / validation / test datasets of (event view(s), cell targets (B, 660)).
 
     ``view``: "top" | "side" | "front" or a tuple (dict inputs). ``target``: "sigmoid" (multi-hot)
     or "softmax" (counts / number of tracks). ``with_n_tracks``: add the number of tracks as a
-    third element (int32 (B,)). Events without tracks have no target: ValueError unless
+    third element (int32 (B,)). ``max_tracks``: events with more tracks have no target either.
+    ``count_target``: targets {"cells": (B, 660), "count": (B, max_tracks) one-hot} (needs
+    ``max_tracks``). Events without tracks have no target: ValueError unless
     ``skip_out_of_range=True``. ``options``: the common loader arguments (see
     :func:`datasets.common.build_splits`).
     """
@@ -50,9 +64,16 @@ def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = 
     if target not in ("sigmoid", "softmax"):
         raise ValueError(f"target must be 'sigmoid' or 'softmax', got {target!r}")
     names = views.parse_views(view, allowed=("top", "side", "front"))
+    if max_tracks is not None and int(max_tracks) < 1:
+        raise ValueError(f"max_tracks must be at least 1, got {max_tracks}")
+    if count_target and max_tracks is None:
+        raise ValueError("count_target needs max_tracks (the classes of the count head)")
+    if count_target and with_n_tracks:
+        raise ValueError("count_target and with_n_tracks exclude each other: the count target gives k")
+    limit = np.iinfo(np.int64).max if max_tracks is None else int(max_tracks)
 
     def keep(events: EventBatch) -> np.ndarray:
-        return events.n_tracks >= 1
+        return (events.n_tracks >= 1) & (events.n_tracks <= limit)
 
     def compact(events: EventBatch) -> EventBatch:
         small = views.compact(events, names, radius_channel)
@@ -69,21 +90,28 @@ def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = 
         else:
             targets = (counts / n_tracks[:, None]).astype(np.float32)
         inputs = views.view_inputs(small, names, radius_channel)
+        if count_target:
+            count = np.zeros((len(small), limit), dtype=np.float32)
+            count[np.arange(len(small)), n_tracks - 1] = 1.0
+            return inputs, {"cells": targets, "count": count}
         if with_n_tracks:
             return inputs, targets, n_tracks.astype(np.int32)
         return inputs, targets
 
     def signature(batch_dim):
         specs = (views.view_specs(names, radius_channel, batch_dim), tf.TensorSpec((batch_dim, N_TARGETS), tf.float32))
+        if count_target:
+            return specs[0], {"cells": specs[1], "count": tf.TensorSpec((batch_dim, limit), tf.float32)}
         return specs + (tf.TensorSpec((batch_dim,), tf.int32),) if with_n_tracks else specs
 
     channels = 2 if radius_channel else 1
     info = dict(views=names, shapes={v: views.VIEW_SHAPES[v] + (channels,) for v in names}, target=target,
                 n_classes=N_TARGETS,
                 class_names=[f"s{s}{name}" for s in range(geo.N_SIDES) for name in grid_class_names()],
-                with_n_tracks=with_n_tracks)
+                with_n_tracks=with_n_tracks, max_tracks=max_tracks, count_target=count_target)
     task = common.Task(name="associated_calohit_multilabel",
                        fields=views.fields_for(names, radius_channel) + CALO_FIELDS,
-                       convert=convert, signature=signature, keep=keep, keep_rule="no track", compact=compact,
+                       convert=convert, signature=signature, keep=keep,
+                       keep_rule="no track" if max_tracks is None else f"0 or more than {max_tracks} tracks", compact=compact,
                        info=info)
     return common.build_splits(task, source, **options)

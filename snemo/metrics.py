@@ -24,6 +24,10 @@ Clustering metrics (per-track hit efficiency and purity, double-majority efficie
 perfectly clustered events, adjusted Rand index, the ceiling from truth) live in
 :mod:`snemo.clustering_metrics` and are re-exported here: :func:`clustering_metrics`,
 :func:`event_statistics`, :func:`summarise`, :func:`ceiling_labels`, :func:`shared_cell_mask`.
+
+Calorimeter-association metrics (single-label cell / column / row accuracy; multi-label exact-set
+match, cell precision and recall, Jaccard, column-only top k; each by number of tracks) and the
+top-k decoding live in :mod:`snemo.calorimeter_metrics` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -33,13 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
+from snemo.calorimeter_metrics import (cell_index, cell_of_index, column_scores, decode_top_k, multi_label_metrics,
+                                       plot_by_tracks, single_label_metrics)
 from snemo.clustering_metrics import (ceiling_labels, clustering_metrics, event_statistics, shared_cell_mask,
                                      summarise)
 from snemo.jsonfile import write_json
 
 __all__ = ["to_class_indices", "confusion_matrix", "counting_metrics_from_confusion", "counting_metrics",
            "write_metrics", "format_confusion", "format_counting_summary", "clustering_metrics", "event_statistics",
-           "summarise", "ceiling_labels", "shared_cell_mask"]
+           "summarise", "ceiling_labels", "shared_cell_mask", "cell_index", "cell_of_index", "column_scores",
+           "decode_top_k", "single_label_metrics", "multi_label_metrics", "plot_by_tracks"]
 
 
 def to_class_indices(values) -> np.ndarray:

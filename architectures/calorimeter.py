@@ -1,0 +1,136 @@
+"""Calorimeter association models: which cell of the 22 x 15 grid (DESIGN.md) each track hits.
+
+The column of the hit cell follows from y at the calorimeter (the top view: column against
+layer), the row from z (the front view: z bin against layer; the side view: z bin against
+column, which also serves tracks that end on an X-wall or a gamma veto). Each view goes through
+its own small CNN *branch* that keeps where the track lies: the last feature map is squeezed to a
+few channels by a 1x1 convolution, flattened and read by a dense layer (global pooling would
+forget the position, which is the answer here). The branches are concatenated, then a dense
+layer and the output.
+
+* :func:`build_single`: one track's hits, folded onto side 1 (see
+  :mod:`datasets.associated_calohit_singlelabel`), so the model only reads top-view rows 9-17 and
+  front-view columns 9-17 (``Cropping2D``). Output ``cell``: (B, 330) softmax over the grid of the
+  track's own side, index ``row * 22 + column``; the side is that of the track's hits (tracks
+  never cross the foil in either generator).
+* :func:`build_multi`: an unclustered event's views (both sides). Output ``cells``: (B, 660) over
+  both sides' grids, index ``side * 330 + row * 22 + column``, softmax (target: tracks per cell /
+  number of tracks) or sigmoid (multi-hot target); with ``max_tracks``, a second output ``count``:
+  (B, max_tracks) softmax over 1..max_tracks tracks.
+
+Inputs are named after their views ("top", "side", "front"), so ``model.input_names`` tell which
+views a model reads. Functional Keras 3, no Lambda layer: loadable with ``safe_mode=True``.
+"""
+
+from __future__ import annotations
+
+from snemo import geometry as geo
+
+VIEWS = ("top", "side", "front")
+VIEW_SHAPES = {"top": geo.TOP_SHAPE, "side": geo.SIDE_SHAPE, "front": geo.FRONT_SHAPE}
+# Per view: max-pooling after each block, as (rows, columns); for the top view of one folded
+# track the 9 layers are the rows, for the front view the 30 z bins are the rows.
+POOLS = {"top": ((1, 2), (3, 2)), "side": ((2, 2), (3, 2)), "front": ((2, 1), (3, 1))}
+POOLS_EVENT = {"top": ((2, 2), (3, 2)), "side": ((2, 2), (3, 2)), "front": ((2, 2), (3, 1))}
+
+
+def view_branch(inputs, name: str, *, pools, filters=(16, 32), squeeze: int = 8, units: int = 64,
+                bn_momentum: float = 0.9):
+    """One view's branch: [conv 3x3, BatchNorm, ReLU, max-pool] per block, 1x1 conv, flatten, dense.
+
+    ``inputs``: a (B, H, W, C) tensor; ``pools``: one pool size per block; ``filters``: filters
+    per block; ``squeeze``: channels of the 1x1 convolution before flattening; ``units``: the
+    branch's feature size. Returns the (B, units) ReLU features; layers are named ``<name>_...``.
+    """
+    from keras import layers
+
+    if len(pools) != len(filters):
+        raise ValueError(f"one pool size per block: {len(pools)} pools for {len(filters)} filters")
+    x = inputs
+    for block, (n_filters, pool) in enumerate(zip(filters, pools), start=1):
+        x = layers.Conv2D(n_filters, 3, padding="same", use_bias=False, name=f"{name}_conv{block}")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn{block}")(x)
+        x = layers.ReLU(name=f"{name}_relu{block}")(x)
+        x = layers.MaxPooling2D(pool_size=pool, padding="same", name=f"{name}_pool{block}")(x)
+    x = layers.Conv2D(squeeze, 1, activation="relu", name=f"{name}_squeeze")(x)
+    x = layers.Flatten(name=f"{name}_flatten")(x)
+    return layers.Dense(units, activation="relu", name=f"{name}_dense")(x)  # (B, units)
+
+
+def _check_views(views) -> tuple[str, ...]:
+    views = (views,) if isinstance(views, str) else tuple(views)
+    if not views or len(set(views)) != len(views) or any(v not in VIEWS for v in views):
+        raise ValueError(f"views must be distinct names among {list(VIEWS)}, got {views!r}")
+    return views
+
+
+def _inputs(views, channels: int):
+    import keras
+
+    if channels not in (1, 2):
+        raise ValueError(f"channels must be 1 (hits) or 2 (hits, radius), got {channels}")
+    return {view: keras.Input(shape=VIEW_SHAPES[view] + (channels,), name=view) for view in views}  # (B, H, W, C)
+
+
+def _trunk(features: list, dense: int, dropout: float, name: str):
+    from keras import layers
+
+    x = features[0] if len(features) == 1 else layers.Concatenate(name="features")(features)
+    x = layers.Dense(dense, activation="relu", name=f"{name}_dense")(x)
+    return layers.Dropout(dropout, name=f"{name}_dropout")(x)
+
+
+def build_single(views=VIEWS, *, channels: int = 1, filters=(16, 32), squeeze: int = 8, units: int = 64,
+                 dense: int = 128, dropout: float = 0.2):
+    """Single-label model: one track's views -> (B, 330) softmax ``cell`` on the track's side.
+
+    ``views``: which of "top" (B, 18, 113, C), "side" (B, 30, 113, C), "front" (B, 30, 18, C) it
+    reads, the track folded onto side 1 (top rows 0-8 and front columns 0-8 are empty and cropped
+    away). ``channels``: 1 (hits / hit counts) or 2 (and the drift radius / 22 mm). About 240k
+    parameters with the defaults and the three views. Returns the uncompiled ``keras.Model``.
+    """
+    import keras
+    from keras import layers
+
+    views = _check_views(views)
+    inputs = _inputs(views, channels)
+    crops = {"top": ((geo.N_LAYERS, 0), (0, 0)), "front": ((0, 0), (geo.N_LAYERS, 0))}
+    features = []
+    for view in views:
+        x = inputs[view]
+        if view in crops:
+            x = layers.Cropping2D(crops[view], name=f"{view}_side1")(x)  # top (B, 9, 113, C), front (B, 30, 9, C)
+        features.append(view_branch(x, view, pools=POOLS[view], filters=filters, squeeze=squeeze, units=units))
+    x = _trunk(features, dense, dropout, "head")
+    cell = layers.Dense(geo.CALO_GRID_CELLS, activation="softmax", name="cell")(x)  # (B, 330)
+    return keras.Model(inputs if len(views) > 1 else inputs[views[0]], cell, name="calorimeter_single")
+
+
+def build_multi(views=VIEWS, *, channels: int = 1, output: str = "softmax", max_tracks: int | None = None,
+                filters=(16, 32), squeeze: int = 8, units: int = 64, dense: int = 128, dropout: float = 0.2):
+    """Multi-label model: an event's views -> (B, 660) ``cells`` scores, optionally the ``count`` head.
+
+    ``views``: as :func:`build_single`, both sides. ``output``: "softmax" (scores sum to 1, target
+    tracks per cell / number of tracks) or "sigmoid" (independent cell probabilities, multi-hot
+    target). ``max_tracks``: None for one output; else the model returns the dict
+    {"cells": (B, 660), "count": (B, max_tracks) softmax over 1..max_tracks tracks}, both read
+    from the same features. About 250k parameters with the defaults. Returns the uncompiled model.
+    """
+    import keras
+    from keras import layers
+
+    views = _check_views(views)
+    if output not in ("softmax", "sigmoid"):
+        raise ValueError(f"output must be 'softmax' or 'sigmoid', got {output!r}")
+    if max_tracks is not None and int(max_tracks) < 2:
+        raise ValueError(f"max_tracks must be at least 2 (or None: no count head), got {max_tracks}")
+    inputs = _inputs(views, channels)
+    features = [view_branch(inputs[view], view, pools=POOLS_EVENT[view], filters=filters, squeeze=squeeze,
+                            units=units) for view in views]
+    x = _trunk(features, dense, dropout, "head")
+    cells = layers.Dense(geo.N_SIDES * geo.CALO_GRID_CELLS, activation=output, name="cells")(x)  # (B, 660)
+    model_inputs = inputs if len(views) > 1 else inputs[views[0]]
+    if max_tracks is None:
+        return keras.Model(model_inputs, cells, name=f"calorimeter_multi_{output}")
+    count = layers.Dense(int(max_tracks), activation="softmax", name="count")(x)  # (B, max_tracks)
+    return keras.Model(model_inputs, {"cells": cells, "count": count}, name=f"calorimeter_multi_{output}_count")

@@ -1,0 +1,89 @@
+"""Predict the calorimeter cell (side, column, row of the 22 x 15 grid) hit by each track.
+
+--mode single: one track's hits (truth-clustered tracks, folded onto side 1) -> softmax over the
+330 cells of the track's side (architectures/calorimeter.py build_single). --mode multi: an
+unclustered event -> scores over the 660 cells of both sides (build_multi), --loss softmax
+(target: tracks per cell / number of tracks) or sigmoid (multi-hot, binary cross-entropy), with a
+number-of-tracks head (loss weight --count-weight) unless --no-count-head; decoding takes the top
+k cells, k the true number of tracks or the count head's (--k). Trains with the shared loop,
+evaluates on the test split and writes the run folder: model.keras, config.json, history.json,
+metrics.json, training_curves and by_tracks (PDF, PNG), tensorboard/, checkpoints/ (rerun with the
+same --out to resume). --compare RUN_A RUN_B only plots two multi-label runs by number of tracks.
+
+    python associated_calorimeter.py --mode single --epochs 10
+    python associated_calorimeter.py --mode multi --loss softmax --k predicted --out runs/calo_softmax
+    python associated_calorimeter.py --mode multi --loss sigmoid --out runs/calo_sigmoid
+    python associated_calorimeter.py --compare runs/calo_softmax runs/calo_sigmoid --out runs/calo_compare
+"""
+
+from __future__ import annotations
+
+import sys
+
+from snemo import cli
+
+VIEWS = ("top", "side", "front")
+
+
+def build_parser():
+    """Flags: the shared ones (snemo.cli) plus the task's."""
+    parser = cli.make_parser("associated_calorimeter.py", __doc__.split("\n\n")[0], epochs=10)
+    task = parser.add_argument_group("calorimeter association")
+    task.add_argument("--mode", choices=("single", "multi"), default="single",
+                      help="single: one track -> its cell; multi: an unclustered event -> its tracks' cells "
+                           "(default %(default)s)")
+    task.add_argument("--loss", choices=("softmax", "sigmoid"), default="softmax",
+                      help="multi: softmax on tracks per cell / number of tracks, or sigmoid + binary "
+                           "cross-entropy on the multi-hot target (default %(default)s)")
+    task.add_argument("--k", choices=("true", "predicted"), default="true",
+                      help="multi: decode the top k cells, k the true number of tracks or the count head's "
+                           "prediction (default %(default)s; both are in metrics.json with the count head)")
+    task.add_argument("--no-count-head", action="store_true", help="multi: train the cell output alone")
+    task.add_argument("--count-weight", type=float, default=0.5,
+                      help="multi: weight of the count head's cross-entropy in the loss (default %(default)s)")
+    task.add_argument("--views", nargs="+", choices=VIEWS, default=list(VIEWS),
+                      help="views the model reads (default: %(default)s)")
+    task.add_argument("--compare", nargs="+", metavar="RUN", default=None,
+                      help="plot these multi-label runs' metrics by number of tracks into --out (or .) and exit")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Parse flags, train and evaluate (or --compare); returns the exit status (2 on bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cli.check_args(parser, args)
+    if len(set(args.views)) != len(args.views):
+        parser.error(f"--views must not repeat a view, got {' '.join(args.views)}")
+    if args.count_weight < 0:
+        parser.error(f"--count-weight must be >= 0, got {args.count_weight}")
+    if args.mode == "multi" and args.k == "predicted" and args.no_count_head:
+        parser.error("--k predicted needs the count head (drop --no-count-head)")
+
+    def body():
+        import calorimeter_association as task
+
+        if args.compare:
+            for path in task.compare(args.compare, args.out or "."):
+                print(path)
+            return 0
+        from architectures import calorimeter
+
+        run = cli.start_run(f"associated_calorimeter_{args.mode}", args, argv, program="associated_calorimeter.py")
+        splits = task.load(run)
+        channels = 2 if args.radius_channel else 1
+        if args.mode == "single":
+            model = cli.build_in_scope(run, calorimeter.build_single, tuple(args.views), channels=channels)
+        else:
+            model = cli.build_in_scope(run, calorimeter.build_multi, tuple(args.views), channels=channels,
+                                       output=args.loss, max_tracks=None if args.no_count_head else args.max_tracks)
+        run.open()
+        cli.train_model(run, model, task.training_splits(args, splits), step=task.make_step(args, model))
+        title = "single-label" if args.mode == "single" else f"multi-label {args.loss}"
+        task.report(run, model, splits, title=f"calorimeter association, {title}")
+
+    return cli.run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
