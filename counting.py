@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import capsule  # noqa: F401  (registers the capsule layers, so a CapsNet counter loads in safe mode)
 from Generator.builtin import default_dataset
 from snemo import cli
 

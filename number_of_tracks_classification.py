@@ -1,6 +1,7 @@
 """Count the tracks of an event (1..--max-tracks) from one view of the tracker: top, side or front.
 
-Trains a CNN (architectures/top.py, side.py, front.py) with the shared training loop, evaluates it
+Trains a CNN (architectures/top.py, side.py, front.py) or, with ``--architecture capsnet``, a
+capsule network (architectures/capsnet.py, margin loss) with the shared training loop, evaluates it
 on the test split and writes the run folder: model.keras, history.json, config.json, metrics.json,
 training_curves and confusion_matrix (PDF, PNG), tensorboard/, checkpoints/. Run it again with the
 same --out to resume a killed job. --init-model starts from the weights of a trained counter of the
@@ -22,9 +23,11 @@ VIEWS = ("top", "side", "front")
 
 
 def build_parser():
-    """Flags: the shared ones (snemo.cli) plus --view and --init-model."""
+    """Flags: the shared ones (snemo.cli) plus --view, --architecture and --init-model."""
     parser = cli.make_parser("number_of_tracks_classification.py", __doc__.split("\n\n")[0], epochs=10)
     parser.add_argument("--view", choices=VIEWS, default="top", help="which view of the tracker (default %(default)s)")
+    parser.add_argument("--architecture", choices=("cnn", "capsnet"), default="cnn",
+                        help="cnn: the view's CNN; capsnet: capsules with routing by agreement (default %(default)s)")
     parser.add_argument("--init-model", default=None, metavar="MODEL.keras",
                         help="start from the weights of this trained counter (same view, channels and "
                              "--max-tracks) instead of random ones")
@@ -46,17 +49,27 @@ def main(argv=None) -> int:
         run = cli.start_run(f"number_of_tracks_{args.view}", args, argv,
                             program="number_of_tracks_classification.py")
         splits = counting.load(run, view=args.view)
-        architecture = importlib.import_module(f"architectures.{args.view}")
-        model = cli.build_in_scope(run, architecture.build, input_shape=cli.input_shape(splits.train),
-                                   n_classes=args.max_tracks)
+        options = {}
+        if args.architecture == "capsnet":
+            from architectures import capsnet
+            from capsule import margin_loss
+
+            model = cli.build_in_scope(run, capsnet.build, input_shape=cli.input_shape(splits.train),
+                                       n_classes=args.max_tracks, view=args.view)
+            options["loss_fn"] = margin_loss
+        else:
+            architecture = importlib.import_module(f"architectures.{args.view}")
+            model = cli.build_in_scope(run, architecture.build, input_shape=cli.input_shape(splits.train),
+                                       n_classes=args.max_tracks)
         if args.init_model:
             with run.strategy.scope():
                 counting.init_from(model, args.init_model)
             run.record(init_model=os.path.abspath(args.init_model))
             run.log(f"weights from {args.init_model}")
         run.open()
-        cli.train_model(run, model, splits)
-        counting.report(run, model, splits, title=f"{args.view}-view track counting")
+        cli.train_model(run, model, splits, **options)
+        name = "CapsNet" if args.architecture == "capsnet" else "CNN"
+        counting.report(run, model, splits, title=f"{args.view}-view track counting ({name})")
 
     return cli.run_main(body)
 

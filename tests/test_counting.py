@@ -471,3 +471,24 @@ def test_resume_refuses_flags_that_change_the_model_or_the_data(tiny_data, view_
     assert script.main(["--view", "side"] + common_flags(tiny_data, out)) == 2
     assert "holds a run of number_of_tracks_top" in capsys.readouterr().err
     assert snapshot(out) == before
+
+
+def test_capsnet_architecture_trains_and_its_model_loads_for_scoring(tiny_data, tmp_path):
+    """--architecture capsnet: margin loss through the shared loop; the saved CapsNet is scored by plot_confusion."""
+    import keras
+
+    import number_of_tracks_classification as script
+    import plot_confusion
+
+    out = tmp_path / "capsnet"
+    assert script.main(["--view", "side", "--architecture", "capsnet"] + common_flags(tiny_data, out)) == 0
+    assert_run_folder(out)
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
+    assert any("capsule" in layer.__class__.__name__.lower() for layer in model.layers)
+    config = json.loads((out / "config.json").read_text())
+    assert config["args"]["architecture"] == "capsnet"
+    history = json.loads((out / "history.json").read_text())["epochs"]
+    assert 0.0 < history[0]["loss"] < 1.0  # margin loss of lengths in [0, 1): at most 0.81 + 0.5 * 0.81 * 3
+    assert plot_confusion.main(["--model", str(out / "model.keras"), "--data", str(tiny_data), "--all-events",
+                                "--out", str(tmp_path / "scored"), "--quiet", "--max-gallery", "0"]) == 0
+    assert (tmp_path / "scored" / "metrics.json").exists()
