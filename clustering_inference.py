@@ -136,7 +136,9 @@ def make_clusterer(name_or_path, *, batch_size: int = 1024, flag: str = "--clust
     make_inputs = functools.partial(clustering.event_inputs, **channels)
 
     def generated(batch, n_tracks=None):
-        return clustering.cluster_events(batch, extract, n_tracks, make_inputs=make_inputs)
+        # Extraction order is the canonical order only when the generator is right: renumber.
+        return clustering.canonical_labels(batch, clustering.cluster_events(batch, extract, n_tracks,
+                                                                            make_inputs=make_inputs))
 
     return in_batches(generated, batch_size), {"clusterer": str(Path(name_or_path).resolve()), **channels}
 
