@@ -76,7 +76,7 @@ def test_reco_tree_with_hough_and_the_generator(inputs, generator_file, tmp_path
     assert sorted(p.name for p in out.iterdir()) == ["five.root", "two.root"]
     two = check_reco(out / "two.root", inputs / "two.root")
     assert two["n_tracks"][3] == 0 and len(two["cluster"][3]) == 0  # the empty event is written, not dropped
-    assert (two["n_tracks"][:3] == 2).all() and all((labels >= 0).any() for labels in two["cluster"][:3])
+    assert (two["n_tracks"][:3] >= 1).all() and all((labels >= 0).any() for labels in two["cluster"][:3])
     five = check_reco(out / "five.root", inputs / "five.root")
     assert (five["n_tracks"] == 4).all()  # its best guess for 5 tracks: 4, the most it knows
     assert all(set(labels.tolist()) <= {-1, 0, 1, 2, 3} for labels in five["cluster"])
