@@ -348,7 +348,8 @@ def tables(methods: dict) -> str:
 
 
 def report(run, model, splits: Splits, *, counter=None, counter_path=None, displays: int = 2) -> dict:
-    """Evaluate the trained generator ``model`` on ``splits.test_events`` and write the run's report.
+    """Evaluate the best generator (``model.keras`` of the run, else ``model``) on ``splits.test_events``
+    and write the run's report.
 
     Prints the tables; writes ``metrics.json`` (per method: :func:`clustering.score`, by number
     of tracks), ``training_curves.{pdf,png}`` and ``displays/event_t<N>_<entry>.{png,pdf}``.
@@ -360,6 +361,10 @@ def report(run, model, splits: Splits, *, counter=None, counter_path=None, displ
 
     args = run.args
     channels = {"z_channel": args.z_channel, "radius_channel": args.radius_channel}
+    if (run.out / "model.keras").is_file():
+        # The file is what is scored, also when a killed run was resumed after its last epoch
+        # (the loop then leaves the last epoch's weights in ``model``, not the best ones).
+        model = inference.load_generator(run.out / "model.keras", flag="model.keras")[0]
     extract = inference.generator_extractor(model, batch_size=args.batch_size)
     make_inputs = functools.partial(clustering.event_inputs, **channels)
 
