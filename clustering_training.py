@@ -226,7 +226,8 @@ class ClusteringStep(Step):
         return terms
 
     def _objectives(self, terms):
-        """(generator objective, discriminator objective): this replica's share of the global means."""
+        """(generator objective, global examples, discriminator objective or None): this replica's
+        share of the global means (reconstruction per global hit cell, adversarial per global example)."""
         n = tf_maximum(global_sum(terms[EXAMPLES]))
         hits = tf_maximum(global_sum(terms["hits"]))
         generator = self.weight * terms["reconstruction"] / hits
