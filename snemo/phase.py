@@ -354,5 +354,13 @@ class Phase:
                 for name, model in self.step.best_models().items():
                     model.set_weights(weights[name])
                 self.manager.save(checkpoint_number=epochs_done)  # a rerun of a finished phase restores these
+        elif self.restore_best:
+            # A finished phase run again: its last checkpoint normally holds the best weights already,
+            # but a job killed between the last epoch's checkpoint and that save does not; the best
+            # model file does.
+            weights = self.saved_best_weights()
+            if weights is not None:
+                for name, model in self.step.best_models().items():
+                    model.set_weights(weights[name])
         return TrainResult(history=self.history, best_val_loss=float(self.state["best"].numpy()),
                            epochs_done=epochs_done, stopped_early=self.stopped, resumed_from=self.resumed_from)

@@ -1,0 +1,156 @@
+"""Applying trained clustering models to events: the counter's counts, the generator as an extractor, clusterers.
+
+Shared by ``clustering_one.py`` (evaluation of the test split) and ``reconstruct.py`` (the ``reco``
+tree). TensorFlow is imported inside the functions that need it.
+
+* :func:`load_counter` / :func:`predict_counts`: a trained counter (:class:`Counter`, default
+  ``models/top_my_generator.keras``), its softmax and predicted number of tracks per event;
+* :func:`load_generator` / :func:`generator_extractor`: a trained clustering generator as the
+  ``extract`` function of :func:`clustering.cluster_events`, with its input channels;
+* :func:`make_clusterer`: "generator file", "hough" or "dbscan" as one function
+  ``(batch, n_tracks) -> labels``, run batch by batch (memory bounded by the batch size).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import clustering
+from snemo.events import EventBatch
+
+CLASSICAL = ("hough", "dbscan")
+DEFAULT_COUNTER = Path(__file__).resolve().parent / "models" / "top_my_generator.keras"
+DEFAULT_GENERATOR = Path(__file__).resolve().parent / "models" / "clustering_my_generator.keras"
+
+
+@dataclass
+class Counter:
+    """A trained track counter: the model, the views it reads, whether it takes a radius channel."""
+
+    model: object
+    views: tuple
+    radius_channel: bool
+    forward: object = None
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes K (1..K tracks)."""
+        return int(self.model.output_shape[-1])
+
+
+def load_counter(path, *, flag: str = "--counter") -> Counter:
+    """Load a trained track counter (safe mode) as a :class:`Counter`.
+
+    Raises ValueError naming ``flag`` when the file is not a counter of a known view.
+    """
+    import counting
+    from snemo import cli
+
+    model = cli.load_keras_model(path, flag=flag)
+    try:
+        views = counting.model_views(model)
+    except ValueError as err:
+        raise ValueError(f"{flag} {path}: {err}") from None
+    shapes = model.input_shape if isinstance(model.input_shape, list) else [model.input_shape]
+    return Counter(model, views, any(shape[-1] == 2 for shape in shapes), _forward(model))
+
+
+def _forward(model):
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True, autograph=False)
+    def forward(inputs):
+        return model(inputs, training=False)
+
+    return forward
+
+
+def predict_counts(counter: Counter, batch: EventBatch, *, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted number of tracks (int64 (n,)) and the counter's softmax (float32 (n, K)) of ``batch``.
+
+    Class i means i + 1 tracks. Events without any hit get 0 tracks and an all-zero score row
+    (there is nothing to count).
+    """
+    from datasets import views
+
+    scores = np.zeros((len(batch), counter.n_classes), dtype=np.float32)
+    for start in range(0, len(batch), batch_size):
+        part = batch[start:start + batch_size]
+        images = [views.make_view(part, name, radius_channel=counter.radius_channel) for name in counter.views]
+        inputs = images[0] if len(images) == 1 else dict(zip(counter.views, images))
+        scores[start:start + len(part)] = np.asarray(counter.forward(inputs))
+    counts = np.where(batch.n_hits > 0, np.argmax(scores, axis=1) + 1, 0).astype(np.int64)
+    scores[batch.n_hits == 0] = 0.0
+    return counts, scores
+
+
+def load_generator(path, *, flag: str = "--clusterer"):
+    """Load a trained clustering generator (safe mode); returns (model, {"z_channel", "radius_channel"}).
+
+    Raises ValueError naming ``flag`` when the file is not a generator of ``architectures.generator``.
+    """
+    from architectures import generator as architecture  # registers its HitMask layer
+    from snemo import cli
+
+    model = cli.load_keras_model(path, flag=flag)
+    try:
+        return model, architecture.input_channels(model)
+    except ValueError as err:
+        raise ValueError(f"{flag} {path}: {err}") from None
+
+
+def generator_extractor(model, *, batch_size: int = 512):
+    """``extract(images (m, 18, 113, C)) -> (m, 18, 113, 1)`` probabilities of ``model``, in batches."""
+    forward = _forward(model)
+
+    def extract(images):
+        outputs = [np.asarray(forward(images[start:start + batch_size]))
+                   for start in range(0, len(images), batch_size)]
+        return np.concatenate(outputs) if outputs else np.zeros(images.shape[:3] + (1,), np.float32)
+
+    return extract
+
+
+def make_clusterer(name_or_path, *, batch_size: int = 1024, flag: str = "--clusterer"):
+    """A clusterer ``(batch, n_tracks or None) -> int16 labels (n_hits,)`` and its description.
+
+    ``name_or_path``: "hough" or "dbscan" (the classical baselines of :mod:`clustering` with their
+    tuned defaults) or the path of a trained generator (full-event clustering with
+    :func:`clustering.cluster_events`). The batch is processed ``batch_size`` events at a time.
+    """
+    if str(name_or_path) in CLASSICAL:
+        method = clustering.hough_cluster if str(name_or_path) == "hough" else clustering.dbscan_cluster
+
+        def classical(batch, n_tracks=None):
+            # DBSCAN was tuned without a count (it keeps every cluster); Hough stops at the count.
+            counts = n_tracks if method is clustering.hough_cluster else None
+            return method(batch, counts, progress=False)
+
+        return in_batches(classical, batch_size), {"clusterer": str(name_or_path)}
+    model, channels = load_generator(name_or_path, flag=flag)
+    extract = generator_extractor(model, batch_size=batch_size)
+    make_inputs = functools.partial(clustering.event_inputs, **channels)
+
+    def generated(batch, n_tracks=None):
+        # Extraction order is the canonical order only when the generator is right: renumber.
+        return clustering.canonical_labels(batch, clustering.cluster_events(batch, extract, n_tracks,
+                                                                            make_inputs=make_inputs))
+
+    return in_batches(generated, batch_size), {"clusterer": str(Path(name_or_path).resolve()), **channels}
+
+
+def in_batches(method, batch_size: int):
+    """``method(batch, n_tracks)`` run on ``batch_size`` events at a time; labels concatenated, int16."""
+    def run(batch: EventBatch, n_tracks=None) -> np.ndarray:
+        parts = []
+        for start in range(0, len(batch), batch_size):
+            part = batch[start:start + batch_size]
+            counts = None if n_tracks is None else np.asarray(n_tracks)[start:start + len(part)]
+            parts.append(method(part, counts) if len(part) else np.zeros(0, np.int16))
+        return np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, np.int16)
+
+    return run
