@@ -48,9 +48,8 @@ def load_counter(path, *, flag: str = "--counter") -> Counter:
     Raises ValueError naming ``flag`` when the file is not a counter of a known view.
     """
     import counting
-    from snemo import cli
 
-    model = cli.load_keras_model(path, flag=flag)
+    model = counting.load_model(path, flag=flag)
     try:
         views = counting.model_views(model)
     except ValueError as err:

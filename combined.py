@@ -50,7 +50,7 @@ def load_view_models(paths: dict, n_classes: int) -> dict:
     """
     models = {}
     for view, path in paths.items():
-        model = cli.load_keras_model(path, flag=f"--{view}")
+        model = counting.load_model(path, flag=f"--{view}")
         if counting.model_views(model) != (view,):
             raise ValueError(f"--{view} {path} reads the {'+'.join(counting.model_views(model))} view, not {view}")
         if model.output_shape[-1] != n_classes:

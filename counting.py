@@ -7,7 +7,8 @@ What those scripts share and the core (``snemo/``) must not know:
 * :func:`report`: the evaluation on the test split that writes ``metrics.json``, the curves and
   the confusion matrix (PDF and PNG) and prints the confusion matrix and the accuracy;
 * :func:`labels`, :func:`model_views`: class labels and what a trained counter reads;
-* :func:`init_from`: start from the weights of a trained counter (``--init-model``), checked.
+* :func:`init_from`: start from the weights of a trained counter (``--init-model``), checked;
+* :func:`load_model`: a trained counter, CNN or CapsNet (capsule layers registered first).
 
     import counting
     splits = counting.load(run, view="top")
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import capsule  # noqa: F401  (registers the capsule layers, so a CapsNet counter loads in safe mode)
 from Generator.builtin import default_dataset
 from snemo import cli
 
@@ -82,6 +82,17 @@ def model_views(model) -> tuple[str, ...]:
                      "expected an input named top, side, front, voxels or the three views")
 
 
+def load_model(path, *, flag: str):
+    """A trained counter (CNN or CapsNet) from ``path`` in safe mode; ValueError naming ``flag`` when unreadable.
+
+    Imports :mod:`capsule` first (it registers the capsule layers), lazily: ``--help`` stays fast and
+    TensorFlow is imported only where the core's start-up filter is in place.
+    """
+    import capsule  # noqa: F401
+
+    return cli.load_keras_model(path, flag=flag)
+
+
 def _input_shapes(model) -> dict:
     return {tensor.name.split(":")[0]: tuple(tensor.shape[1:]) for tensor in model.inputs}
 
@@ -93,7 +104,7 @@ def init_from(model, path, *, flag: str = "--init-model") -> None:
     (channels: --radius-channel), the same number of classes (--max-tracks) and weight arrays of
     the same shapes. Raises ValueError naming ``flag`` and the file otherwise.
     """
-    trained = cli.load_keras_model(path, flag=flag)
+    trained = load_model(path, flag=flag)
     views, wanted = model_views(trained), model_views(model)
     if views != wanted:
         raise ValueError(f"{flag} {path} reads the {'+'.join(views)} view(s); this run trains on {'+'.join(wanted)}")

@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         from snemo import plots
         from snemo.training import predict
 
-        model = cli.load_keras_model(args.model, flag="--model")
+        model = counting.load_model(args.model, flag="--model")
         outputs_size = int(model.output_shape[-1])
         if args.max_tracks is not None and args.max_tracks != outputs_size:
             raise ValueError(f"--max-tracks {args.max_tracks} does not match {args.model}, which predicts "

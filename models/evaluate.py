@@ -64,10 +64,10 @@ def load(name: str):
 
 
 def heldout(names, data: Path) -> dict:
-    """{model: {column: metrics}} on ``data/<generator>/<column>``; prints the markdown table."""
-    from snemo.jsonfile import write_json
+    """{model: {column: metrics}} on ``data/<generator>/<column>`` (merged into models/heldout.json); prints the table."""
+    from snemo.jsonfile import read_json, write_json
 
-    results = {}
+    results = read_json(REPO / "models" / "heldout.json", {})  # other models' scores are kept
     for name in names:
         model = load(name)
         results[name] = {}
