@@ -55,19 +55,19 @@ wait_for() {  # wait_for NAME...: another stream ships these first
 
 MG=data/train/my_generator
 TH=data/train/toyhaystack
-FINETUNE="--epochs 4 --steps-per-epoch 400 --batch-size 256 --learning-rate 1e-3 --lr-schedule cosine"
+FINETUNE="--epochs 2 --steps-per-epoch 400 --batch-size 256 --learning-rate 1e-3 --lr-schedule cosine"
 stream_a() {
     step top_my_generator   $PY number_of_tracks_classification.py --view top   --data $MG --init-model runs/init/top_my_generator.keras $FINETUNE
     step side_my_generator  $PY number_of_tracks_classification.py --view side  --data $MG --init-model runs/init/side_my_generator.keras $FINETUNE
     step front_my_generator $PY number_of_tracks_classification.py --view front --data $MG --init-model runs/init/front_my_generator.keras $FINETUNE
-    step combined_my_generator $PY combined.py --data $MG --top models/top_my_generator.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 1 --steps-per-epoch 300 --batch-size 256
+    step combined_my_generator $PY combined.py --data $MG --top models/top_my_generator.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 0 --steps-per-epoch 300 --batch-size 256
 }
 stream_b() {
     step top_toyhaystack    $PY number_of_tracks_classification.py --view top   --data $TH --init-model runs/init/top_toyhaystack.keras $FINETUNE
-    step voxel_my_generator $PY number_of_tracks_classification3D.py --data $MG ${VOXEL_FLAGS:---epochs 6 --steps-per-epoch 600 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine}
+    step voxel_my_generator $PY number_of_tracks_classification3D.py --data $MG ${VOXEL_FLAGS:---epochs 2 --steps-per-epoch 400 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine}
     # toyhaystack combined: its own top model, the my_generator side and front branches, trained on toyhaystack events
     wait_for side_my_generator front_my_generator
-    step combined_toyhaystack $PY combined.py --data $TH --top models/top_toyhaystack.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 1 --steps-per-epoch 300 --batch-size 256
+    step combined_toyhaystack $PY combined.py --data $TH --top models/top_toyhaystack.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 0 --steps-per-epoch 300 --batch-size 256
 }
 # The clean first-release counters the fine-tuning starts from (git history keeps them).
 mkdir -p runs/init

@@ -31,7 +31,7 @@ def test_shipped_model_loads_in_safe_mode(path):
 
 
 def test_shipped_top_model_counts_fresh_events():
-    """>= 99 % on 2,000 fresh my_generator events (seed 2026, never used in training), 1..4 tracks."""
+    """>= 98 % on 2,000 fresh clean my_generator events (seed 2026, never used in training), 1..4 tracks."""
     keras = pytest.importorskip("keras")
     from datasets import views
     from my_generator.my_generator import generate
@@ -42,38 +42,51 @@ def test_shipped_top_model_counts_fresh_events():
     model = keras.saving.load_model(MODELS / "top_my_generator.keras", safe_mode=True, compile=False)
     predicted = np.argmax(model.predict(images, batch_size=500, verbose=0), axis=1) + 1
     accuracy = float(np.mean(predicted == batch.n_tracks))
-    assert accuracy >= 0.99, accuracy
+    assert accuracy >= 0.98, accuracy
 
 
-# Floors on 1,000 fresh events (250 per count), about 2 points (5 standard deviations) under each
-# model's held-out accuracy in models/README.md: a model fed views it was not trained on (say the
-# side view changed from 0/1 to hit counts and the model was not retrained) falls far below.
-FLOORS = {"top_my_generator": 0.98, "side_my_generator": 0.97, "front_my_generator": 0.95,
-          "voxel_my_generator": 0.83, "combined_my_generator": 0.985, "top_toyhaystack": 0.975,
-          "combined_toyhaystack": 0.985}
+# Floors on 1,000 fresh events (250 per count), clean and realistic (the --realistic preset of
+# snemo.detector, kinks for toyhaystack), about 5 standard deviations (and at least 1.5 points) under
+# each model's held-out accuracy in models/README.md: a model fed views it was not trained on, or
+# trained on clean events only, falls far below.
+FLOORS = {  # name: (clean, realistic)
+    "top_my_generator": (0.975, 0.965), "side_my_generator": (0.965, 0.95), "front_my_generator": (0.92, 0.875),
+    "voxel_my_generator": (0.92, 0.89), "combined_my_generator": (0.98, 0.97),
+    "top_toyhaystack": (0.97, 0.96), "combined_toyhaystack": (0.975, 0.965)}
 
 
 @pytest.fixture(scope="module")
 def fresh_events():
     from Generator.toyhaystack import generate as toyhaystack
     from my_generator.my_generator import generate as my_generator
+    from snemo.detector import REALISTIC
     from snemo.events import EventBatch
 
-    return {name: EventBatch.concatenate([generate(250, n, np.random.default_rng([2027, n])) for n in (1, 2, 3, 4)])
-            for name, generate in (("my_generator", my_generator), ("toyhaystack", toyhaystack))}
+    effects = {key: value for key, value in REALISTIC.items() if key != "kink_prob"}
+    events = {}
+    for name, generate, extra in (("my_generator", my_generator, {}),
+                                  ("toyhaystack", toyhaystack, {"kink_prob": REALISTIC["kink_prob"]})):
+        for kind, options in (("clean", {}), ("realistic", dict(effects, dead_cell_seed=2027, **extra))):
+            events[name, kind] = EventBatch.concatenate(
+                [generate(250, n, np.random.default_rng([2027, n]), **options) for n in (1, 2, 3, 4)])
+    return events
 
 
+@pytest.mark.parametrize("kind", ["clean", "realistic"])
 @pytest.mark.parametrize("name", sorted(FLOORS))
-def test_shipped_model_counts_todays_views(name, fresh_events):
+def test_shipped_model_counts_todays_views(name, kind, fresh_events):
     keras = pytest.importorskip("keras")
+    from counting import model_views
     from datasets import views
-    from plot_confusion import model_views
 
-    batch = fresh_events["toyhaystack" if name.endswith("toyhaystack") else "my_generator"]
+    batch = fresh_events["toyhaystack" if name.endswith("toyhaystack") else "my_generator", kind]
+    if kind == "realistic":
+        assert batch.z_missing().any() and (batch.hit_track_index() < 0).any()  # missing z and noise hits
     model = keras.saving.load_model(MODELS / f"{name}.keras", safe_mode=True, compile=False)
     names = model_views(model)  # ("top",), ..., ("voxel",) or the three views
     inputs = {view: views.make_view(batch, view) for view in names}
     inputs = inputs[names[0]] if len(names) == 1 else inputs
     predicted = np.argmax(model.predict(inputs, batch_size=250, verbose=0), axis=1) + 1
     accuracy = float(np.mean(predicted == batch.n_tracks))
-    assert accuracy >= FLOORS[name], f"{name}: {accuracy:.4f} on fresh events"
+    floor = FLOORS[name][0 if kind == "clean" else 1]
+    assert accuracy >= floor, f"{name}: {accuracy:.4f} on fresh {kind} events (floor {floor})"
