@@ -75,6 +75,7 @@ for name in top_my_generator side_my_generator front_my_generator top_toyhaystac
     [ -f runs/init/$name.keras ] || git show "${INIT_COMMIT:-9138bad}:models/$name.keras" > runs/init/$name.keras
 done
 case ${STREAM:-} in
+    data) ;;
     a) stream_a ;;
     b) stream_b ;;
     *) stream_a; stream_b ;;
