@@ -80,7 +80,8 @@ def event_statistics(truth, pred, offsets) -> dict:
 
     ``truth``, ``pred``: per-hit ids (n_hits,) int, -1 = noise; ``offsets``: (n_events + 1,) hit
     offsets starting at 0. Returns a dict of arrays: per true track ``track_event``,
-    ``track_efficiency``, ``track_purity`` (NaN without a match), ``track_found``; per event
+    ``track_efficiency``, ``track_purity`` (NaN without a match), ``track_found``, ``track_id`` (its
+    truth id) and ``track_match`` (the predicted id of the cluster it is found in, -1 if not found); per event
     ``n_true_tracks``, ``n_predicted_clusters``, ``n_found``, ``perfect`` (bool), ``ari``,
     ``n_noise``, ``n_noise_as_noise``, ``n_signal``, ``n_signal_as_noise``.
     """
@@ -113,6 +114,8 @@ def event_statistics(truth, pred, offsets) -> dict:
     matched_size = cluster_size[np.searchsorted(clusters, (matched_track // base) * base + matched_cluster)]
     purity[where] = shared / matched_size
     found = (efficiency > 0.5) & (np.nan_to_num(purity) > 0.5)
+    match = np.full(len(tracks), -1, dtype=np.int64)
+    match[where] = matched_cluster - 1
     track_event = tracks // base
 
     n_true = np.bincount(track_event, minlength=n_events)
@@ -144,6 +147,7 @@ def event_statistics(truth, pred, offsets) -> dict:
     noise = truth < 0
     return {
         "track_event": track_event, "track_efficiency": efficiency, "track_purity": purity, "track_found": found,
+        "track_id": tracks % base - 1, "track_match": np.where(found, match, -1),
         "n_true_tracks": n_true, "n_predicted_clusters": n_pred, "n_found": n_found, "perfect": perfect,
         "ari": ari,
         "n_noise": np.bincount(event[noise], minlength=n_events),
