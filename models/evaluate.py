@@ -125,7 +125,7 @@ def heldout(models: dict, data: Path, out_dir: Path) -> dict:
             start = time.time()
             updates[name][column] = score(model, str(source))
             print(f"{name} {column}: {updates[name][column]['accuracy']:.4%} ({time.time() - start:.0f} s)", flush=True)
-        events = read_column(data, "clean", 1024, generator=generator_of(name))
+        events = read_column(data, "clean", 2560, generator=generator_of(name))  # 20 batches of 512
         updates[name]["inference"] = throughput(model, events.take(np.random.default_rng(0).permutation(len(events))))
         print(f"{name}: {updates[name]['inference']['events_per_second']:,.0f} events/s", flush=True)
     results = merge_json(out_dir / "heldout.json", updates, depth=1)

@@ -21,6 +21,7 @@ clusterer); the tables and the target lines of the calorimeter issue are printed
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,9 @@ def input_spec(model) -> tuple[tuple[str, ...], bool]:
     return views, any(tensor.shape[-1] == 2 for tensor in model.inputs)
 
 
+@functools.lru_cache(maxsize=None)
 def _forward(model):
+    """The model's ``training=False`` call as one ``tf.function`` per model (traced once per input shape)."""
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True, autograph=False)
@@ -275,6 +278,8 @@ def targets(content: dict) -> list[dict]:
     truth_values = {(label, rule): per_column for label, _, rule, per_column in values}
     rows = []
     for label, name, rule, per_column in values:
+        if all(value is None for value in per_column.values()):
+            continue  # a model scored on no column this target reads
         row = {"model": label, "target": name}
         for column in ("clean", "realistic"):
             value = per_column.get(column)

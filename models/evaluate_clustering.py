@@ -173,9 +173,9 @@ def baseline_wins(content: dict, column: str) -> list[str]:
     for label in [m for m in methods if methods[m].get("kind") == "generator"]:
         for header, metric, group in CELLS:
             ours = _value(methods[label], column, metric, group)
-            better = [f"{baseline} {percent(theirs)}" for baseline in (DBSCAN, HOUGH)
-                      if ours is not None and (theirs := _value(methods.get(baseline, {}), column, metric, group))
-                      is not None and theirs > ours]
+            theirs = {baseline: _value(methods.get(baseline, {}), column, metric, group) for baseline in (DBSCAN, HOUGH)}
+            better = [f"{baseline} {percent(value)}" for baseline, value in theirs.items()
+                      if ours is not None and value is not None and value > ours]
             if better:
                 lines.append(f"- {column}, {header}: {label} {percent(ours)} < " + ", ".join(better))
     return lines
