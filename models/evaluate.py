@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         which.add_argument("--model-dir", default=None, metavar="RUN", help="score RUN/model.keras (one name)")
     tasks = OneLineParser(add_help=False, parents=[common])
     tasks.add_argument("--counter", default=str(REPO / "models" / "top_my_generator.keras"), metavar="MODEL.keras",
-                       help="counter whose count stops the generators and Hough (default models/top_my_generator.keras)")
+                       help="counter whose count stops the generators and Hough "
+                            "(default models/top_my_generator.keras)")
     tasks.add_argument("--events-per-count", type=int, default=5000, metavar="N",
                        help="events of each number of tracks per column (default %(default)s)")
     clustering = commands.add_parser("clustering", parents=[tasks], help="clustering generators beside DBSCAN, Hough")
@@ -241,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="skip DBSCAN and Hough (their scores already in clustering.json are kept)")
     calorimeter = commands.add_parser("calorimeter", parents=[tasks], help="calorimeter single- and multi-label models")
     calorimeter.add_argument("--single", default=None, metavar="MODEL",
-                             help="single-label model (default models/calorimeter_single_my_generator.keras if present)")
+                             help="single-label model "
+                                  "(default models/calorimeter_single_my_generator.keras if present)")
     calorimeter.add_argument("--multi", default=None, metavar="MODEL",
                              help="multi-label model (default models/calorimeter_multi_my_generator.keras if present)")
     calorimeter.add_argument("--clusterer", default=None, metavar="MODEL|hough|dbscan",

@@ -184,6 +184,7 @@ def evaluate(data, out_dir, *, single=None, multi=None, clusterer=None, counter_
     for path, flag in ((single, "--single"), (multi, "--multi")):
         if path is not None:
             check_keras_file(path, flag=flag)
+    clusterer = clusterer if single is not None else None  # the clustered path is the single-label model's
     if clusterer is not None:
         check_keras_file(counter_path, flag="--counter")
         if clusterer not in inference.CLASSICAL:

@@ -173,7 +173,8 @@ def baseline_wins(content: dict, column: str) -> list[str]:
     for label in [m for m in methods if methods[m].get("kind") == "generator"]:
         for header, metric, group in CELLS:
             ours = _value(methods[label], column, metric, group)
-            theirs = {baseline: _value(methods.get(baseline, {}), column, metric, group) for baseline in (DBSCAN, HOUGH)}
+            theirs = {baseline: _value(methods.get(baseline, {}), column, metric, group)
+                      for baseline in (DBSCAN, HOUGH)}
             better = [f"{baseline} {percent(value)}" for baseline, value in theirs.items()
                       if ours is not None and value is not None and value > ours]
             if better:

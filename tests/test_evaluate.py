@@ -65,6 +65,16 @@ def assert_fractions(tree, names):
     assert all(0.0 <= value <= 1.0 for value in values), [v for v in values if not 0.0 <= v <= 1.0][:5]
 
 
+def test_event_statistics_name_the_cluster_each_track_is_found_in():
+    from snemo.clustering_metrics import event_statistics
+
+    # Event 0: track 0 all in cluster 1, track 1 split 1 / 2 between cluster 0 and noise; event 1: one track, cluster 0.
+    stats = event_statistics([0, 0, 0, 1, 1, 1, 0, 0, -1], [1, 1, 1, 0, -1, -1, 0, 0, 0], [0, 6, 9])
+    np.testing.assert_array_equal(stats["track_event"], [0, 0, 1])
+    np.testing.assert_array_equal(stats["track_id"], [0, 1, 0])
+    np.testing.assert_array_equal(stats["track_match"], [1, -1, 0])
+
+
 def test_clustering_scores_every_method_and_keeps_other_entries(heldout, models, tmp_path, capsys):
     import evaluate
 
