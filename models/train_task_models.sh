@@ -3,7 +3,8 @@
 # training mixes of models/train_models.sh (made there; this script makes them too if absent):
 # the clustering generator (GAN, clean + realistic, two-sided + one-sided, 1..4 tracks), the
 # CapsNet top-view counter, and the calorimeter models (single label, multi label softmax).
-# Two streams side by side on 2 cores (STREAM=a: clustering; STREAM=b: capsnet, then calorimeter).
+# Two streams side by side on 2 cores (STREAM=a: clustering, then the multi-label calorimeter model;
+# STREAM=b: CapsNet, then the single-label calorimeter model).
 #   STREAM=a nohup bash models/train_task_models.sh > runs/models/tasks_a.log 2>&1 &
 #   STREAM=b nohup bash models/train_task_models.sh > runs/models/tasks_b.log 2>&1 &
 # A rerun resumes each run folder (runs/models/<name>/). A model is copied to models/<name>.keras by
@@ -23,21 +24,25 @@ step() {  # step NAME COMMAND...: run once (a rerun resumes)
     /usr/bin/time -f "$name wall %e s" "$@" --out "$R/$name" --quiet
     touch "$R/$name.done"
 }
+calorimeter_multi() {
+    step calorimeter_multi_my_generator $PY associated_calorimeter.py --mode multi --loss softmax --k predicted --data $MG \
+        --max-events 200000 --epochs 2 --steps-per-epoch 400 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
+}
 stream_a() {
     step clustering_my_generator $PY clustering_one.py --data $MG --max-events 160000 --z-channel --radius-channel \
-        --epochs ${GAN_EPOCHS:-12} --steps-per-epoch 400 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine \
+        --epochs 5 --steps-per-epoch 400 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine \
         --counter models/top_my_generator.keras --displays 2
+    calorimeter_multi
 }
 stream_b() {
     step capsnet_top_my_generator $PY number_of_tracks_classification.py --view top --architecture capsnet --data $MG \
-        --epochs 3 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
+        --epochs 2 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
     step calorimeter_single_my_generator $PY associated_calorimeter.py --mode single --data $MG --max-events 200000 \
-        --epochs 3 --steps-per-epoch 400 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
-    step calorimeter_multi_my_generator $PY associated_calorimeter.py --mode multi --loss softmax --k predicted --data $MG \
-        --max-events 200000 --epochs 3 --steps-per-epoch 400 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
+        --epochs 2 --steps-per-epoch 400 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
 }
 case ${STREAM:-} in
     a) stream_a ;;
+    a2) calorimeter_multi ;;  # the second half of stream a alone
     b) stream_b ;;
     *) stream_a; stream_b ;;
 esac
