@@ -169,8 +169,12 @@ def draw_event(batch: EventBatch, index: int, *, axes=None, reco=None, reco_inde
         return axes[0].figure
     panels = (["truth"] if truth or reco is None else []) + (["reco"] if reco is not None else [])
     if figure is None:
-        figure = plt.figure(figsize=(9.5 * len(panels), 6.0), layout="constrained")
-    grid = figure.subplots(2, len(panels), squeeze=False, gridspec_kw={"height_ratios": [1, 1.6]})
+        figure = plt.figure(figsize=(9.5 * len(panels), 6.0))
+    # Fixed margins in inches (a layout engine costs more than the drawing): room for the tick labels.
+    width, height = figure.bbox.width / figure.dpi, figure.bbox.height / figure.dpi
+    grid = figure.subplots(2, len(panels), squeeze=False,
+                           gridspec_kw=dict(height_ratios=[1, 1.6], left=0.85 / width, right=1 - 0.15 / width,
+                                            bottom=0.5 / height, top=1 - 0.6 / height, wspace=0.18, hspace=0.4))
     event = batch[index]
     for column, panel in enumerate(panels):
         if panel == "truth":
@@ -212,7 +216,7 @@ def draw_gallery(batch: EventBatch, indices, *, reco=None, truth: bool = True, p
     per_row = per_row or (2 if panels == 2 else 3)
     per_row = min(per_row, len(indices))
     rows = -(-len(indices) // per_row)
-    figure = plt.figure(figsize=(6.0 * panels * per_row, 4.2 * rows), layout="constrained")
+    figure = plt.figure(figsize=(6.0 * panels * per_row, 4.2 * rows))
     cells = np.asarray(figure.subfigures(rows, per_row, squeeze=False)).ravel()
     for cell, index in zip(cells, indices):
         draw_event(batch, index, reco=reco, truth=truth, figure=cell)
