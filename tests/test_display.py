@@ -132,12 +132,13 @@ def test_each_file_kind_is_drawn_with_and_without_reco(files, kind, tmp_path, ca
 
 
 @pytest.mark.root
-def test_files_written_by_root_with_std_vector_branches(tmp_path, capsys):
+@pytest.mark.parametrize("sn_iegenerator", [False, True], ids=["macro", "SN-IEgenerator"])
+def test_files_written_by_root_with_std_vector_branches(tmp_path, capsys, sn_iegenerator):
     """The macro's and SN-IEgenerator's files are std::vector branches filled by ROOT itself."""
     ROOT = pytest.importorskip("ROOT")
-    batch = generate(4, 2, np.random.default_rng(8))
+    batch = generate(4, 2, np.random.default_rng(8), sides=1 if not sn_iegenerator else 2)
     path = str(tmp_path / "vectors.root")
-    data = legacy_layout(batch, sn_iegenerator=True)
+    data = legacy_layout(batch, sn_iegenerator=sn_iegenerator)
     file = ROOT.TFile(path, "RECREATE")
     tree = ROOT.TTree("hit_tree", "std::vector layout")
     kinds = {name: "double" if ak.type(array).content.content.primitive == "float64" else "int"
@@ -182,6 +183,10 @@ def test_prediction_panel_shows_the_reco_clusters(files, tmp_path):
         return np.unique(hits.get_facecolors()[:, :3].round(3), axis=0)
 
     assert len(hit_colours(top_truth)) == 3  # two tracks and the noise
+    without_z = int(batch[noisy].z_missing().sum())
+    side_truth = figure.axes[2]
+    assert len(side_truth.collections[0].get_offsets()) == batch.n_hits[noisy] - without_z  # no z: not in the side view
+    assert (f"({without_z} hit(s) without z not shown)" in side_truth.get_title()) == (without_z > 0)
     np.testing.assert_allclose(hit_colours(top_reco), [[0.55, 0.55, 0.55]])
     assert "n_tracks 2" in top_reco.get_title() and "0 cluster(s)" in top_reco.get_title()
     assert not any(isinstance(c, matplotlib.collections.PatchCollection) for c in top_reco.collections)
