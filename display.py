@@ -129,19 +129,22 @@ def write(batch, reco, mode: str, start: int, count: int, files, folder, stem: s
 
     from snemo import display
 
+    from datasets.clustering import canonical_track_rank
+
     single = mode == "event"
+    rank = canonical_track_rank(batch)  # truth track i and reco cluster i: one colour
     targets = list(files)
     if folder is not None and mode != "events":
         targets.append(folder / (f"{stem}_entry{start}.png" if single else f"{stem}_first{count}.png"))
     paths = []
     if targets:
-        figure = (display.draw_event(batch, 0, reco=reco) if single else
-                  display.draw_gallery(batch, range(len(batch)), reco=reco))
+        figure = (display.draw_event(batch, 0, reco=reco, track_rank=rank) if single else
+                  display.draw_gallery(batch, range(len(batch)), reco=reco, track_rank=rank))
         paths += display.save_figure_as(figure, targets)
         plt.close(figure)
     if folder is not None and mode == "events":
         for index in range(len(batch)):
-            figure = display.draw_event(batch, index, reco=reco)
+            figure = display.draw_event(batch, index, reco=reco, track_rank=rank)
             name = f"event_{start + index:05d}_t{int(batch.n_tracks[index])}.png"
             paths += display.save_figure_as(figure, [folder / name])
             plt.close(figure)

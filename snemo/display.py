@@ -139,10 +139,26 @@ def draw_views(axes, batch: EventBatch, index: int, labels=None, *, calo=None, t
         side.legend(loc="upper right", fontsize=7, ncol=6)
 
 
-def _truth_calo(event: EventBatch):
+def truth_labels(batch: EventBatch, index: int, track_rank=None) -> tuple[np.ndarray, dict | None]:
+    """(labels per hit, calorimeter cells per track) of the truth of event ``index``.
+
+    ``track_rank``: (n_tracks_total of ``batch``,) the place of each truth track in its event's
+    canonical order (the order of the reco clusters), or None for the file's order. The cells
+    (``calo_side``, ``calo_column``, ``calo_row``, ``calo_cluster`` = the track's label) are None
+    when the file has no calorimeter truth.
+    """
+    event = batch[index]
+    labels = event.hit_track_index()
+    ranks = np.arange(int(event.n_tracks[0]))
+    if track_rank is not None:
+        first = int(batch.track_offsets[index] - batch.track_offsets[0])
+        ranks = np.asarray(track_rank, dtype=np.int64)[first:first + len(ranks)]
+        labels = np.where(labels >= 0, ranks[np.maximum(labels, 0)], -1)
     if "calo_column" not in event.tracks or "calo_row" not in event.tracks:
-        return None
-    return {name: event.tracks[name] for name in ("calo_side", "calo_column", "calo_row") if name in event.tracks}
+        return labels, None
+    calo = {name: event.tracks[name] for name in ("calo_side", "calo_column", "calo_row") if name in event.tracks}
+    calo["calo_cluster"] = ranks
+    return labels, calo
 
 
 def event_name(batch: EventBatch, index: int) -> str:
@@ -153,18 +169,21 @@ def event_name(batch: EventBatch, index: int) -> str:
 
 
 def draw_event(batch: EventBatch, index: int, *, axes=None, reco=None, reco_index: int | None = None,
-               truth: bool = True, figure=None):
+               truth: bool = True, figure=None, track_rank=None):
     """Draw event ``index`` of ``batch``: truth, and the prediction of ``reco`` beside it; returns the figure.
 
     ``axes``: two axes (top, side) to draw the truth on (the layout of earlier callers). Else a
     figure (or ``figure``, a Figure or SubFigure) gets a column per panel: truth (when ``truth``)
     and ``reco`` (a :class:`snemo.recofile.RecoEvents`, its event ``reco_index``, default ``index``).
+    ``track_rank``: canonical rank of each truth track of ``batch`` (see :func:`truth_labels`), so
+    that truth track i and reco cluster i share a colour; None keeps the file's track order.
     """
     import matplotlib.pyplot as plt
 
     if axes is not None:
         n = int(batch.n_tracks[index])
-        draw_views(axes, batch, index, calo=_truth_calo(batch[index]),
+        labels, calo = truth_labels(batch, index, track_rank)
+        draw_views(axes, batch, index, labels, calo=calo,
                    title=f"{event_name(batch, index)}: {n} track(s), {int(batch.n_hits[index])} hits")
         return axes[0].figure
     panels = (["truth"] if truth or reco is None else []) + (["reco"] if reco is not None else [])
@@ -179,8 +198,10 @@ def draw_event(batch: EventBatch, index: int, *, axes=None, reco=None, reco_inde
     for column, panel in enumerate(panels):
         if panel == "truth":
             has_truth = len(event.tracks["track_split"]) > 0 or event.n_hits[0] == 0
-            draw_views(grid[:, column], batch, index, calo=_truth_calo(event),
-                       title=f"truth: {int(event.n_tracks[0])} track(s)" if has_truth else "no truth tracks")
+            labels, calo = truth_labels(batch, index, track_rank)
+            order = " (canonical order)" if track_rank is not None else ""
+            draw_views(grid[:, column], batch, index, labels, calo=calo,
+                       title=f"truth: {int(event.n_tracks[0])} track(s){order}" if has_truth else "no truth tracks")
             continue
         at = index if reco_index is None else reco_index
         first, n_hits = int(batch.hit_offsets[index] - batch.hit_offsets[0]), int(event.n_hits[0])
@@ -201,11 +222,13 @@ def draw_event(batch: EventBatch, index: int, *, axes=None, reco=None, reco_inde
     return figure
 
 
-def draw_gallery(batch: EventBatch, indices, *, reco=None, truth: bool = True, per_row: int | None = None):
+def draw_gallery(batch: EventBatch, indices, *, reco=None, truth: bool = True, per_row: int | None = None,
+                 track_rank=None):
     """One figure holding the displays of events ``indices`` of ``batch`` (each as :func:`draw_event`).
 
     ``reco``: a :class:`snemo.recofile.RecoEvents` of the whole batch, or None. ``per_row``: events
-    per row (default 2 with a prediction, 3 without). Returns the figure.
+    per row (default 2 with a prediction, 3 without). ``track_rank``: as for :func:`draw_event`.
+    Returns the figure.
     """
     import matplotlib.pyplot as plt
 
@@ -219,7 +242,7 @@ def draw_gallery(batch: EventBatch, indices, *, reco=None, truth: bool = True, p
     figure = plt.figure(figsize=(6.0 * panels * per_row, 4.2 * rows))
     cells = np.asarray(figure.subfigures(rows, per_row, squeeze=False)).ravel()
     for cell, index in zip(cells, indices):
-        draw_event(batch, index, reco=reco, truth=truth, figure=cell)
+        draw_event(batch, index, reco=reco, truth=truth, figure=cell, track_rank=track_rank)
     return figure
 
 
@@ -244,10 +267,12 @@ def save_figure_as(figure, paths, *, dpi: int = 110) -> list[Path]:
     return paths
 
 
-def save_event_displays(batch: EventBatch, out_dir, n: int = 4, *, start: int = 0, reco=None) -> list[Path]:
+def save_event_displays(batch: EventBatch, out_dir, n: int = 4, *, start: int = 0, reco=None,
+                        track_rank=None) -> list[Path]:
     """Write PNG displays of events ``start .. start+n-1`` into ``out_dir``; returns the paths.
 
-    ``reco``: a :class:`snemo.recofile.RecoEvents` of ``batch`` (prediction beside the truth), or None.
+    ``reco``: a :class:`snemo.recofile.RecoEvents` of ``batch`` (prediction beside the truth), or None;
+    ``track_rank`` as for :func:`draw_event`.
     Files are ``event_<index>_t<tracks>.png``, each written as ``name.tmp`` and renamed.
     """
     import matplotlib
@@ -257,7 +282,7 @@ def save_event_displays(batch: EventBatch, out_dir, n: int = 4, *, start: int = 
 
     paths = []
     for index in range(start, min(start + n, len(batch))):
-        figure = draw_event(batch, index, reco=reco)
+        figure = draw_event(batch, index, reco=reco, track_rank=track_rank)
         paths += save_figure_as(figure, [Path(out_dir) / f"event_{index:05d}_t{int(batch.n_tracks[index])}.png"])
         plt.close(figure)
     return paths

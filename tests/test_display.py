@@ -10,6 +10,7 @@ import pytest
 import uproot
 
 import display
+from datasets.clustering import canonical_hit_track_ids, canonical_track_rank
 from Generator.toyhaystack import generate as toyhaystack_generate
 from my_generator.my_generator import generate
 from snemo.events import read_events, write_events
@@ -21,10 +22,10 @@ def write_reco(path, batch, *, cluster=None, entries=None, source_entry=None, ca
     """A tiny ``reco`` tree as reconstruct.py writes it: source_entry int64, n_tracks int8, cluster int16
     per hit (counter nhit) and, with ``calo``, the truth calorimeter cells per track (counter ntrack).
 
-    ``cluster`` (default: the truth track of each hit), ``entries``, ``source_entry`` and ``n_hits``
+    ``cluster`` (default: the truth track of each hit in canonical order), ``entries``, ``source_entry`` and ``n_hits``
     (per-event label counts) may be given wrong on purpose."""
     entries = len(batch) if entries is None else entries
-    labels = batch.hit_track_index() if cluster is None else np.asarray(cluster)
+    labels = canonical_hit_track_ids(batch) if cluster is None else np.asarray(cluster)
     n_hits = batch.n_hits if n_hits is None else np.asarray(n_hits)
     source = np.arange(entries, dtype=np.int64) if source_entry is None else np.asarray(source_entry, np.int64)
     n_tracks = np.resize(batch.n_tracks, entries).astype(np.int8)
@@ -191,6 +192,34 @@ def test_prediction_panel_shows_the_reco_clusters(files, tmp_path):
     assert "n_tracks 2" in top_reco.get_title() and "0 cluster(s)" in top_reco.get_title()
     assert not any(isinstance(c, matplotlib.collections.PatchCollection) for c in top_reco.collections)
     assert any(isinstance(c, matplotlib.collections.PatchCollection) for c in top_truth.collections)  # calo truth
+
+
+def test_truth_in_canonical_order_takes_the_colours_of_the_reco_clusters(files, tmp_path):
+    """A perfect reco (clusters in canonical order) and the truth drawn in canonical order look the same."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.collections import EllipseCollection
+
+    from snemo import display as drawing
+    from snemo.recofile import read_reco
+
+    batch = read_events(files["toyhaystack"])
+    reco = read_reco(write_reco(tmp_path / "perfect.root", batch), batch, n_input_entries=len(batch))
+    hit_track = batch.hit_track_index()
+    rank = canonical_track_rank(batch)
+    reordered = [i for i in range(len(batch))
+                 if np.any(rank[batch.track_offsets[i]:batch.track_offsets[i + 1]] != np.arange(batch.n_tracks[i]))]
+    assert reordered and hit_track.size  # the file order differs from the canonical order in some event
+
+    def colours(figure, ax):
+        (hits,) = [c for c in figure.axes[ax].collections if isinstance(c, EllipseCollection)]
+        return hits.get_facecolors()
+
+    canonical = drawing.draw_event(batch, reordered[0], reco=reco, track_rank=rank)
+    np.testing.assert_array_equal(colours(canonical, 0), colours(canonical, 1))
+    file_order = drawing.draw_event(batch, reordered[0], reco=reco)
+    assert not np.array_equal(colours(file_order, 0), colours(file_order, 1))
 
 
 def test_gallery_and_folder_outputs(files, tmp_path, capsys):
