@@ -88,18 +88,16 @@ class CaloModel:
     radius_channel: bool
     forward: object = None
 
-    def predict(self, inputs, batch_size: int) -> np.ndarray:
-        """The cell scores of ``inputs`` (an array or a dict by view), ``batch_size`` examples per call.
+    def predict(self, events: EventBatch, make_inputs, batch_size: int) -> np.ndarray:
+        """The cell scores of ``events``, ``batch_size`` events at a time (memory bounded by the batch).
 
+        ``make_inputs(part)``: the model inputs of an EventBatch slice (an array or a dict by view).
         Returns (n, 330) for the single-label model, (n, 660) for the multi-label one (its ``cells``
         output when it also has a count head)."""
-        first = inputs if isinstance(inputs, np.ndarray) else next(iter(inputs.values()))
-        n, width = len(first), geo.CALO_GRID_CELLS * (1 if self.mode == "single" else geo.N_SIDES)
-        scores = np.zeros((n, width), dtype=np.float32)
-        for start in range(0, n, batch_size):
-            part = (inputs[start:start + batch_size] if isinstance(inputs, np.ndarray)
-                    else {name: value[start:start + batch_size] for name, value in inputs.items()})
-            output = self.forward(part)
+        width = geo.CALO_GRID_CELLS * (1 if self.mode == "single" else geo.N_SIDES)
+        scores = np.zeros((len(events), width), dtype=np.float32)
+        for start in range(0, len(events), batch_size):
+            output = self.forward(make_inputs(events[start:start + batch_size]))
             scores[start:start + batch_size] = np.asarray(output["cells"] if isinstance(output, dict) else output)
         return scores
 
@@ -172,7 +170,8 @@ def clustered_cells(calo: CaloModel, batch: EventBatch, labels, *, batch_size: i
     from datasets import associated_calohit_singlelabel as single
 
     clusters, cluster_event, cluster_label = clusters_as_events(batch, labels)
-    scores = calo.predict(single.model_inputs(clusters, calo.views, calo.radius_channel), batch_size)  # (m, 330)
+    scores = calo.predict(clusters, lambda part: single.model_inputs(part, calo.views, calo.radius_channel),
+                          batch_size)  # (m, 330)
     best = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
     row, column = np.divmod(best, geo.CALO_GRID_COLUMNS)
     return Cells(single.track_side(clusters).astype(np.int8), column.astype(np.int8), row.astype(np.int8),
@@ -189,7 +188,8 @@ def multilabel_cells(calo: CaloModel, batch: EventBatch, n_tracks, *, batch_size
     from datasets import associated_calohit_multilabel as multi
 
     k = np.minimum(np.asarray(n_tracks, dtype=np.int64), geo.N_SIDES * geo.CALO_GRID_CELLS)
-    scores = calo.predict(multi.model_inputs(batch, calo.views, calo.radius_channel), batch_size)  # (n, 660)
+    scores = calo.predict(batch, lambda part: multi.model_inputs(part, calo.views, calo.radius_channel),
+                          batch_size)  # (n, 660)
     cells, cell_scores = decode_top_k(scores, k)  # (n, max k), padded with -1 / NaN
     chosen = cells >= 0
     side, column, row = cell_of_index(cells[chosen])

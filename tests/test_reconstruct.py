@@ -72,7 +72,7 @@ def test_reco_tree_with_hough_and_the_generator(inputs, generator_file, tmp_path
 
     out = tmp_path / "hough"
     assert reconstruct.main([str(inputs / "*.root"), "--out", str(out), "--clusterer", "hough", "--quiet",
-                             "--calorimeter", "none", "--chunk-size", "5"]) == 0  # a glob, several chunks per file
+                             "--calorimeter", "none", "--counter", "top", "--chunk-size", "5"]) == 0  # a glob, several chunks per file
     assert sorted(p.name for p in out.iterdir()) == ["five.root", "two.root"]
     two = check_reco(out / "two.root", inputs / "two.root")
     assert two["n_tracks"][3] == 0 and len(two["cluster"][3]) == 0  # the empty event is written, not dropped
@@ -83,7 +83,7 @@ def test_reco_tree_with_hough_and_the_generator(inputs, generator_file, tmp_path
     generated = tmp_path / "generator"
     assert reconstruct.main([str(inputs / "two.root"), str(inputs / "five.root"), "--out", str(generated),
                              "--clusterer", str(generator_file), "--batch-size", "4", "--quiet",
-                             "--calorimeter", "none"]) == 0
+                             "--calorimeter", "none", "--counter", "top"]) == 0
     check_reco(generated / "two.root", inputs / "two.root")
     check_reco(generated / "five.root", inputs / "five.root")
 
