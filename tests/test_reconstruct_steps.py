@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +14,6 @@ from snemo.events import EventBatch, from_lists, write_events
 pytest.importorskip("tensorflow")
 uproot = pytest.importorskip("uproot")
 
-ROOT = Path(__file__).resolve().parents[1]
 CALO = {"calo_side": "int8_t[]", "calo_column": "int8_t[]", "calo_row": "int8_t[]", "calo_score": "float[]",
         "calo_cluster": "int16_t[]"}
 TINY = dict(filters=(4, 4), squeeze=2, units=8, dense=8)
@@ -250,23 +246,23 @@ def test_an_exception_in_the_second_chunk_leaves_nothing(files, tmp_path, monkey
     assert calls["n"] == 2 and list((tmp_path / "k").iterdir()) == []
 
 
-def test_a_terminated_run_leaves_nothing(tmp_path):
-    """SIGTERM (what Slurm sends before killing a job) arriving in the second chunk: no output and no .tmp."""
-    write_events(tmp_path / "in.root", generate(12, 1, np.random.default_rng(3)))
-    out = tmp_path / "out"
-    script = (
-        "import os, signal, sys\n"
-        "import reconstruction, reconstruct\n"
-        "original, calls = reconstruction.keep_hits, []\n"
-        "def keep_hits(*args):\n"
-        "    calls.append(1)\n"
-        "    if len(calls) == 2:\n"
-        "        os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    return original(*args)\n"
-        "reconstruction.keep_hits = keep_hits\n"
-        f"sys.exit(reconstruct.main([{str(tmp_path / 'in.root')!r}, '--out', {str(out)!r}, '--counter', 'top', "
-        "'--clusterer', 'none', '--calorimeter', 'none', '--chunk-size', '5', '--quiet']))\n")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, timeout=300)
-    assert done.returncode == 128 + signal.SIGTERM, done.stderr.decode()[-2000:]
-    assert list(out.iterdir()) == []
+def test_a_terminated_run_leaves_nothing(files, tmp_path, monkeypatch):
+    """SIGTERM (what Slurm sends before killing a job) arriving in the second chunk: no output, no .tmp."""
+    import reconstruction
+
+    calls = []
+    original = reconstruction.keep_hits
+
+    def keep_hits(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered to reconstruct.main's handler
+        return original(*args)
+
+    monkeypatch.setattr(reconstruction, "keep_hits", keep_hits)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        run(files, tmp_path / "t", "--clusterer", "none", "--calorimeter", "none")
+    assert stop.value.code == 128 + signal.SIGTERM and len(calls) == 2
+    assert list((tmp_path / "t").iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
