@@ -44,8 +44,8 @@ def isolated_hits(batch: EventBatch) -> np.ndarray:
     """
     layers, columns = geo.N_LAYERS + 2 * _PAD, geo.N_COLUMNS + 2 * _PAD
     event = batch.hit_event_index()
-    key = ((event * geo.N_SIDES + batch.hits["grid_side"].astype(np.int64)) * layers
-           + batch.hits["grid_layer"].astype(np.int64) + _PAD) * columns + batch.hits["grid_column"].astype(np.int64) + _PAD
+    side, layer, column = (batch.hits[name].astype(np.int64) for name in ("grid_side", "grid_layer", "grid_column"))
+    key = ((event * geo.N_SIDES + side) * layers + layer + _PAD) * columns + column + _PAD  # (n_hits,)
     occupied = np.unique(key)
     neighbour = np.zeros(len(key), dtype=bool)
     if len(occupied) == 0:
