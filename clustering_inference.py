@@ -55,10 +55,10 @@ def load_counter(path, *, flag: str = "--counter") -> Counter:
     except ValueError as err:
         raise ValueError(f"{flag} {path}: {err}") from None
     shapes = model.input_shape if isinstance(model.input_shape, list) else [model.input_shape]
-    return Counter(model, views, any(shape[-1] == 2 for shape in shapes), _forward(model))
+    return Counter(model, views, any(shape[-1] == 2 for shape in shapes), forward_function(model))
 
 
-def _forward(model):
+def forward_function(model):
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True, autograph=False)
@@ -104,7 +104,7 @@ def load_generator(path, *, flag: str = "--clusterer"):
 
 def generator_extractor(model, *, batch_size: int = 512):
     """``extract(images (m, 18, 113, C)) -> (m, 18, 113, 1)`` probabilities of ``model``, in batches."""
-    forward = _forward(model)
+    forward = forward_function(model)
 
     def extract(images):
         outputs = [np.asarray(forward(images[start:start + batch_size]))

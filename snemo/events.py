@@ -36,12 +36,12 @@ from snemo import geometry as geo
 from snemo.eventbatch import (HIT_FIELDS, OPTIONAL_HIT_FIELDS, REQUIRED_BRANCHES, TRACK_FIELDS, TREE_NAME,
                               EventBatch, EventFileError, empty_batch, first_bad_event, from_lists,
                               offsets_from_counts, ranges)
+from snemo.treewriter import UNFINISHED_SUFFIX, write_tree  # writers write name.tmp and rename it when complete
 
 __all__ = ["EventBatch", "EventFileError", "HIT_FIELDS", "OPTIONAL_HIT_FIELDS", "TRACK_FIELDS", "TREE_NAME",
            "empty_batch", "find_files", "from_lists", "iterate_events", "offsets_from_counts", "ranges", "read_events",
            "write_events"]
 
-UNFINISHED_SUFFIX = ".tmp"  # writers write name.tmp and rename it when the file is complete
 
 # ------------------------------------------------------------------------------------------------
 # File discovery
@@ -320,7 +320,6 @@ def write_events(path, batch: EventBatch, *, overwrite: bool = False, step_size:
     ``nhit``, per-track branches the counter ``ntrack``. The batch is validated first.
     """
     import awkward as ak
-    import uproot
 
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
@@ -329,31 +328,16 @@ def write_events(path, batch: EventBatch, *, overwrite: bool = False, step_size:
     missing = [name for name in HIT_FIELDS if name not in batch.hits and name not in OPTIONAL_HIT_FIELDS]
     if missing:
         raise ValueError(f"cannot write {path}: the batch lacks hit fields {missing}")
-    codec = {"ZSTD": uproot.ZSTD, "LZ4": uproot.LZ4, "ZLIB": uproot.ZLIB, "LZMA": uproot.LZMA}[compression](level)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
     hit_names = [n for n in HIT_FIELDS if n in batch.hits]
     track_names = [n for n in TRACK_FIELDS if n in batch.tracks]
-    try:
-        with uproot.recreate(tmp, compression=codec) as file:
-            tree = None
-            for start in range(0, max(len(batch), 1), step_size):
-                chunk = batch[start:start + step_size]
-                data = {
-                    "hit": ak.zip({n: ak.unflatten(chunk.hits[n].astype(HIT_FIELDS[n]), chunk.n_hits)
-                                   for n in hit_names}, depth_limit=2),
-                    "track": ak.zip({n: ak.unflatten(chunk.tracks[n].astype(TRACK_FIELDS[n]), chunk.n_tracks)
-                                     for n in track_names}, depth_limit=2),
-                }
-                if tree is None:
-                    tree = file.mktree(TREE_NAME, {k: v.type.content for k, v in data.items()},
-                                       title="SuperNEMO toy events", counter_name=lambda name: "n" + name,
-                                       field_name=lambda outer, inner: inner)
-                if len(chunk):
-                    tree.extend(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    def chunks():
+        for start in range(0, max(len(batch), 1), step_size):
+            chunk = batch[start:start + step_size]
+            yield {"hit": ak.zip({n: ak.unflatten(chunk.hits[n].astype(HIT_FIELDS[n]), chunk.n_hits)
+                                  for n in hit_names}, depth_limit=2),
+                   "track": ak.zip({n: ak.unflatten(chunk.tracks[n].astype(TRACK_FIELDS[n]), chunk.n_tracks)
+                                    for n in track_names}, depth_limit=2)}
+
+    write_tree(path, TREE_NAME, chunks(), title="SuperNEMO toy events", compression=compression, level=level)
     return path

@@ -72,7 +72,7 @@ def test_reco_tree_with_hough_and_the_generator(inputs, generator_file, tmp_path
 
     out = tmp_path / "hough"
     assert reconstruct.main([str(inputs / "*.root"), "--out", str(out), "--clusterer", "hough", "--quiet",
-                             "--chunk-size", "5"]) == 0  # a glob, several chunks per file
+                             "--calorimeter", "none", "--counter", "top", "--chunk-size", "5"]) == 0  # a glob, several chunks per file
     assert sorted(p.name for p in out.iterdir()) == ["five.root", "two.root"]
     two = check_reco(out / "two.root", inputs / "two.root")
     assert two["n_tracks"][3] == 0 and len(two["cluster"][3]) == 0  # the empty event is written, not dropped
@@ -82,7 +82,8 @@ def test_reco_tree_with_hough_and_the_generator(inputs, generator_file, tmp_path
     assert all(set(labels.tolist()) <= {-1, 0, 1, 2, 3} for labels in five["cluster"])
     generated = tmp_path / "generator"
     assert reconstruct.main([str(inputs / "two.root"), str(inputs / "five.root"), "--out", str(generated),
-                             "--clusterer", str(generator_file), "--batch-size", "4", "--quiet"]) == 0
+                             "--clusterer", str(generator_file), "--batch-size", "4", "--quiet",
+                             "--calorimeter", "none", "--counter", "top"]) == 0
     check_reco(generated / "two.root", inputs / "two.root")
     check_reco(generated / "five.root", inputs / "five.root")
 
@@ -91,7 +92,7 @@ def test_refuses_to_overwrite_and_bad_input_writes_nothing(inputs, tmp_path, cap
     import reconstruct
 
     out = tmp_path / "reco"
-    argv = [str(inputs / "two.root"), "--out", str(out), "--clusterer", "dbscan", "--quiet"]
+    argv = [str(inputs / "two.root"), "--out", str(out), "--clusterer", "dbscan", "--calorimeter", "none", "--quiet"]
     assert reconstruct.main(argv) == 0
     check_reco(out / "two.root", inputs / "two.root")
     before = (out / "two.root").stat().st_mtime_ns
@@ -109,7 +110,7 @@ def test_refuses_to_overwrite_and_bad_input_writes_nothing(inputs, tmp_path, cap
     fresh = tmp_path / "fresh"
     capsys.readouterr()
     assert reconstruct.main([str(inputs / "two.root"), str(bad / "broken.root"), "--out", str(fresh),
-                             "--clusterer", "hough", "--quiet"]) == 2
+                             "--clusterer", "hough", "--calorimeter", "none", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "broken.root" in err[0]
     assert not fresh.exists() or not any(fresh.iterdir())  # nothing written, not even the good file
