@@ -25,7 +25,7 @@ $(VENV)/.installed: $(VENV)/.runtime-installed requirements-dev.txt
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

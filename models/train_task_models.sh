@@ -18,8 +18,9 @@ mkdir -p "$R"
 MG=data/train/my_generator
 [ -d $MG/onesided_realistic ] || STREAM=data bash models/train_models.sh
 
-step() {  # step NAME COMMAND...: run once (a rerun resumes)
+step() {  # step NAME COMMAND...: run once (a rerun resumes; remove runs/models/NAME.done to train further)
     local name=$1; shift
+    if [ -f "$R/$name.done" ]; then echo "=== $name: done before"; return; fi
     echo "=== $name $(date -u +%H:%M:%S): $*"
     /usr/bin/time -f "$name wall %e s" "$@" --out "$R/$name" --quiet
     touch "$R/$name.done"
@@ -38,7 +39,11 @@ stream_b() {
     step capsnet_top_my_generator $PY number_of_tracks_classification.py --view top --architecture capsnet --data $MG \
         --epochs 2 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
     step calorimeter_single_my_generator $PY associated_calorimeter.py --mode single --data $MG --max-events 200000 \
-        --epochs 2 --steps-per-epoch 400 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
+        --epochs 6 --steps-per-epoch 400 --batch-size 128 --learning-rate ${CALO_LR:-1e-3} --lr-schedule cosine
+    # the same generator as stream a, without the discriminator, for the GAN / no-GAN comparison
+    step clustering_noadv_my_generator $PY clustering_one.py --data $MG --max-events 160000 --z-channel --radius-channel \
+        --epochs 2 --steps-per-epoch 400 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine \
+        --counter models/top_my_generator.keras --displays 2 --no-adversarial
 }
 case ${STREAM:-} in
     a) stream_a ;;
