@@ -1,10 +1,10 @@
 """Bad input never costs a run: every command line on every bad input exits with status 2, prints ONE line
 on standard error naming the file (or the flag), and writes or changes no file.
 
-Table-driven: each row is (command, bad input). Commands that expose ``main(argv)`` run in-process
+Table-driven: each row is (command, bad input). The commands run in-process through ``main(argv)``
 (TensorFlow is imported once for the whole table; its own C++ start-up lines go to the file
-descriptor, not to ``sys.stderr``, and are no part of the one line); the generators run as real
-command lines (they never import TensorFlow). The whole temporary tree is snapshot (paths, sizes,
+descriptor, not to ``sys.stderr``, and are no part of the one line); the first row of each generator
+runs it as a real command line, to show that the script's entry point gives the same status and line. The whole temporary tree is snapshot (paths, sizes,
 hashes) before and after each row. The loaders read only the branches a task needs (the top view
 never reads wirez): the training rows use the front view with --radius-channel, which reads
 grid_side, grid_layer, wirez, radius and track_split, so every damaged branch below is read.
@@ -141,7 +141,8 @@ def out_under_file(i):
     return str(i["a_file"] / "run")
 
 
-GENERATORS = ("my_generator/my_generator.py", "Generator/toyhaystack.py")
+GENERATORS = {"my_generator/my_generator.py": "my_generator.my_generator",
+              "Generator/toyhaystack.py": "Generator.toyhaystack"}
 FLAG_ROWS = [
     # (command, flags builder, token the one line must hold, or a tuple of tokens of which one)
     ("train", lambda i: ["--data", i["files"]["good"], "--seed", "-3", "--out", str(i["out"])], "--seed"),
@@ -174,9 +175,13 @@ FLAG_ROWS = [
     ("display", lambda i: [i["files"]["good"], "--out", out_under_file(i)], "--out"),
     ("display", lambda i: [i["files"]["good"], "--out", "/proc/snemo_displays"], ("--out", "/proc/snemo_displays")),
 ]
+GENERATOR_CALLS = {}
 for script in GENERATORS:
+    GENERATOR_CALLS[script] = in_process(GENERATORS[script])
+    GENERATOR_CALLS[f"{script} (command line)"] = command_line(script)
     FLAG_ROWS += [
-        (script, lambda i: ["--events", "10", "--seed", "-3", "--out", str(i["out"]), "--quiet"], "--seed"),
+        (f"{script} (command line)", lambda i: ["--events", "10", "--seed", "-3", "--out", str(i["out"]), "--quiet"],
+         "--seed"),
         (script, lambda i: ["--events", "0", "--out", str(i["out"]), "--quiet"], "--events"),
         (script, lambda i: ["--events", "10", "--first-file", "-1", "--out", str(i["out"]), "--quiet"], "--first-file"),
         (script, lambda i: ["--events", "10", "--out", out_under_file(i), "--quiet"], "--out"),
@@ -206,7 +211,7 @@ def test_bad_file(command, bad, inputs, capsys):
 @pytest.mark.parametrize("command, flags, token", FLAG_ROWS,
                          ids=[f"{row[0]}-{i}" for i, row in enumerate(FLAG_ROWS)])
 def test_bad_flag(command, flags, token, inputs, capsys):
-    call = COMMANDS[command][0] if command in COMMANDS else command_line(command)
+    call = COMMANDS[command][0] if command in COMMANDS else GENERATOR_CALLS[command]
     status, lines = run_row(call, flags(inputs), inputs, capsys)
     tokens = token if isinstance(token, tuple) else (token,)
     assert status == 2 and len(lines) == 1 and any(item in lines[0] for item in tokens), (status, lines)

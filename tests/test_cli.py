@@ -51,17 +51,25 @@ def test_help_is_fast_and_does_not_import_tensorflow():
     assert result.stdout.split() == ["False", "False"]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--no-such-flag"], "unrecognized arguments"),
-    (["--OneDeviceStrategy", "/cpu:0", "--MultiWorkerMirroredStrategy"], "not allowed with"),
-    (["--epochs", "-1"], "--epochs"),
-    (["--view", "diagonal"], "invalid choice"),
+@pytest.mark.parametrize("flags, message, command_line", [
+    (["--no-such-flag"], "unrecognized arguments", True),  # the script's entry point, in a new process
+    (["--OneDeviceStrategy", "/cpu:0", "--MultiWorkerMirroredStrategy"], "not allowed with", False),
+    (["--epochs", "-1"], "--epochs", False),
+    (["--view", "diagonal"], "invalid choice", False),
 ])
-def test_wrong_flag_is_one_line_and_exit_2(flags, message):
-    result = run_python(["number_of_tracks_classification.py"] + flags)
-    assert result.returncode == 2
-    lines = real_stderr_lines(result.stderr)
-    assert len(lines) == 1 and message in lines[0], result.stderr
+def test_wrong_flag_is_one_line_and_exit_2(flags, message, command_line, capsys):
+    if command_line:
+        result = run_python(["number_of_tracks_classification.py"] + flags)
+        status, err = result.returncode, result.stderr
+    else:
+        import number_of_tracks_classification as script
+
+        with pytest.raises(SystemExit) as stop:
+            script.main(flags)
+        status, err = stop.value.code, capsys.readouterr().err
+    assert status == 2
+    lines = real_stderr_lines(err)
+    assert len(lines) == 1 and message in lines[0], err
 
 
 def test_explicit_flags_and_resume_rules():
@@ -201,20 +209,6 @@ def test_bad_data_is_one_line_exit_2(tmp_path, capsys):
     assert len(err) == 1 and "fake.root" in err[0]
 
 
-def test_mirrored_strategy_over_two_logical_cpus():
-    code = ("import tensorflow as tf\n"
-            "cpu = tf.config.list_physical_devices('CPU')[0]\n"
-            "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-            "from types import SimpleNamespace\n"
-            "from snemo.strategy import make_strategy, describe\n"
-            "s = make_strategy(SimpleNamespace(OneDeviceStrategy=None, MirroredStrategy=['/cpu:0', '/cpu:1'],\n"
-            "                                  MultiWorkerMirroredStrategy=False))\n"
-            "print(type(s).__name__, s.num_replicas_in_sync)\n")
-    result = run_python(["-c", code], timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[-2:] == ["MirroredStrategy", "2"]
-
-
 # ------------------------------------------------------------------------------------------------
 # Whole runs under other strategies, and a real kill (about 15 s each)
 # ------------------------------------------------------------------------------------------------
@@ -242,6 +236,7 @@ def history(out):
 
 
 def test_mirrored_run_end_to_end(tiny_data, tmp_path):
+    """--MirroredStrategy over two logical CPUs: make_strategy's MirroredStrategy, 2 replicas, runs a whole job."""
     out = tmp_path / "mirrored"
     code = ("import sys, tensorflow as tf\n"
             "cpu = tf.config.list_physical_devices('CPU')[0]\n"
@@ -283,7 +278,10 @@ def test_two_worker_multiworker_run(tiny_data, tmp_path):
     assert "accuracy:" in outputs[0][0] and "accuracy:" not in outputs[1][0]  # only the chief reports
 
 
-def test_real_kill_then_resume(tiny_data, tmp_path):
+def test_real_kill_then_resume(tiny_data, tmp_path, capsys):
+    """SIGKILL a real training process after its first checkpoint; the job started again resumes (in-process)."""
+    import number_of_tracks_classification as script
+
     out = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen([sys.executable] + run_flags(tiny_data, out, 200), cwd=REPO, env=env,
@@ -300,7 +298,7 @@ def test_real_kill_then_resume(tiny_data, tmp_path):
     latest = tf.train.latest_checkpoint(str(out / "checkpoints" / "train"))
     done = int(latest.rsplit("-", 1)[1]) if latest else 0
     assert len(history(out)) in (done, done + 1)
-    result = run_python(run_flags(tiny_data, out, done + 1)[:-1])
-    assert result.returncode == 0, result.stderr
-    assert done == 0 or f"after epoch {done}" in result.stdout
+    capsys.readouterr()
+    assert script.main(run_flags(tiny_data, out, done + 1)[1:-1]) == 0  # not quiet
+    assert done == 0 or f"after epoch {done}" in capsys.readouterr().out
     assert [r["epoch"] for r in history(out)] == list(range(1, done + 2))

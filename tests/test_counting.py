@@ -188,12 +188,13 @@ def test_view_scripts_write_the_run_folder(view_runs, capsys):
         assert len(json.loads((out / "history.json").read_text())["epochs"]) == 1
 
 
-def test_resume_after_first_epoch(tiny_data, tmp_path, capsys):
+def test_resume_after_first_epoch(tiny_data, view_runs, tmp_path, capsys):
+    import shutil
+
     import number_of_tracks_classification as script
 
     out = tmp_path / "resume"
-    assert script.main(["--view", "top"] + common_flags(tiny_data, out, epochs=1)) == 0
-    capsys.readouterr()
+    shutil.copytree(view_runs["top"], out)  # a run of `--view top` + common_flags(epochs=1), as a killed job leaves it
     assert script.main(["--view", "top"] + common_flags(tiny_data, out, epochs=2)[:-1]) == 0  # not quiet
     printed = capsys.readouterr().out
     assert "resuming" in printed and "after epoch 1" in printed
@@ -210,17 +211,42 @@ def test_3d_script(tiny_data, tmp_path):
     import number_of_tracks_classification3D as script
 
     out = tmp_path / "voxel"
-    assert script.main(common_flags(tiny_data, out) + ["--batch-size", "16"]) == 0
+    # The voxel model is the costly one: 40 events (10 a file) in batches of 8 still fill the run folder.
+    assert script.main(common_flags(tiny_data, out) + ["--batch-size", "8", "--max-events", "40"]) == 0
     assert_run_folder(out)
 
 
-def test_combined_script_two_phases(tiny_data, view_runs, tmp_path):
-    import combined as script
+@pytest.fixture(scope="module")
+def combined_run(tiny_data, view_runs, tmp_path_factory):
+    """One combined run (frozen, then finetune), and the branch weights at the end of its frozen phase.
 
-    out = tmp_path / "combined"
-    flags = common_flags(tiny_data, out) + ["--finetune-epochs", "1"]
+    The weights are read in-process from the model the script trains (a wrapper around
+    cli.train_model), so one run shows both phases and the frozen branches.
+    """
+    import combined as script
+    from snemo import cli
+
+    out = tmp_path_factory.mktemp("combined") / "run"
+    flags = common_flags(tiny_data, out) + ["--finetune-epochs", "1", "--learning-rate", "0.01"]
     flags += [item for view in ("top", "side", "front") for item in (f"--{view}", str(view_runs[view] / "model.keras"))]
-    assert script.main(flags) == 0
+    after_frozen = {}
+    train_model = cli.train_model
+
+    def train_and_keep_the_frozen_branches(run, model, splits, **options):
+        result = train_model(run, model, splits, **options)
+        if options.get("phase") == "frozen":
+            after_frozen.update({view: model.get_layer(f"{view}_branch").get_weights()
+                                 for view in ("top", "side", "front")})
+        return result
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "train_model", train_and_keep_the_frozen_branches)
+        assert script.main(flags) == 0
+    return out, after_frozen
+
+
+def test_combined_script_two_phases(combined_run):
+    out, _ = combined_run
     assert_run_folder(out, phases=("frozen", "finetune"))
     history = json.loads((out / "history.json").read_text())["epochs"]
     assert [(r["phase"], r["epoch"]) for r in history] == [("frozen", 1), ("finetune", 1)]
@@ -271,13 +297,21 @@ def test_plot_confusion_gallery_of_a_model_that_is_always_wrong_on_two_or_more(t
     assert imread(pngs[0]).std() > 0.01  # a drawn page, not a blank one
 
 
-def test_plot_confusion_scores_the_runs_own_test_split_from_its_config(tiny_data, tmp_path, capsys):
-    import number_of_tracks_classification as train
+@pytest.fixture(scope="module")
+def tuned_front_run(tiny_data, view_runs, tmp_path_factory):
+    """A front run from the trained front model's weights (--init-model, learning rate 1e-12) on a file
+    split of 120 events with seed 3: the init-model test and the plot_confusion split test share it."""
+    out = tmp_path_factory.mktemp("tuned_front") / "run"
+    run_config(tiny_data, out, "--view", "front", "--init-model", str(view_runs["front"] / "model.keras"),
+               "--learning-rate", "1e-12", "--lr-schedule", "constant", "--seed", "3", "--split-by", "file",
+               "--max-events", "120")
+    return out
+
+
+def test_plot_confusion_scores_the_runs_own_test_split_from_its_config(tuned_front_run, tmp_path, capsys):
     import plot_confusion as script
 
-    run = tmp_path / "run"
-    assert train.main(["--view", "front", "--seed", "3", "--split-by", "file", "--max-events", "120"]
-                      + common_flags(tiny_data, run)) == 0
+    run = tuned_front_run
     config = json.loads((run / "config.json").read_text())
     counts = [config["data"][k] for k in ("n_train", "n_validation", "n_test")]
     assert config["data"]["info"]["split_by"] == "file" and sum(counts) == 120  # --max-events: 30 of each file
@@ -320,16 +354,13 @@ def test_demo_runs(tmp_path):
     assert_run_folder(tmp_path / "demo")
 
 
-def test_plot_confusion_all_events_scores_every_event(tiny_data, view_runs, tmp_path):
-    import plot_confusion as script
-
-    out = tmp_path / "heldout"
-    status = script.main(["--model", str(view_runs["front"] / "model.keras"), "--data", str(tiny_data), "--out",
-                          str(out), "--max-gallery", "0", "--all-events", "--quiet"])
-    assert status == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+def test_plot_confusion_all_events_scores_every_event(side_capsnet_run):
+    """--all-events (the scoring of the CapsNet run below): every event of --data, the run's --radius-channel."""
+    _, scored = side_capsnet_run
+    metrics = json.loads((scored / "metrics.json").read_text())
     assert metrics["split"] == "all events" and metrics["n_events"] == 160
     assert int(np.sum(metrics["confusion_matrix"])) == 160
+    assert json.loads((scored / "config.json").read_text())["taken_from_run"] == ["--radius-channel True"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -345,40 +376,73 @@ def run_config(tiny_data, out, *flags):
     return json.loads((out / "config.json").read_text())
 
 
-def test_streaming_with_radius_channel_gives_the_in_memory_split(tiny_data, view_runs, tmp_path):
+@pytest.fixture(scope="module")
+def side_capsnet_run(tiny_data, tmp_path_factory):
+    """A side-view CapsNet run, streamed, with the radius channel; then plot_confusion --all-events on it.
+
+    Returns (run folder, scoring folder). The streaming, CapsNet and --all-events tests share it.
+    """
+    import plot_confusion
+
+    root = tmp_path_factory.mktemp("side_capsnet")
+    run_config(tiny_data, root / "run", "--view", "side", "--architecture", "capsnet", "--streaming",
+               "--radius-channel")
+    assert plot_confusion.main(["--model", str(root / "run" / "model.keras"), "--data", str(tiny_data),
+                                "--all-events", "--out", str(root / "scored"), "--quiet", "--max-gallery", "0"]) == 0
+    return root / "run", root / "scored"
+
+
+def test_streaming_with_radius_channel_gives_the_in_memory_split(side_capsnet_run, view_runs):
     import keras
 
-    streamed = run_config(tiny_data, tmp_path / "streaming", "--streaming", "--radius-channel", "--view", "side")
+    run, _ = side_capsnet_run
+    streamed = json.loads((run / "config.json").read_text())
     memory = json.loads((view_runs["top"] / "config.json").read_text())
     assert streamed["data"]["info"]["streaming"] is True
     assert [streamed["data"][k] for k in ("n_train", "n_validation", "n_test")] == \
         [memory["data"][k] for k in ("n_train", "n_validation", "n_test")]  # the split is the event hash's
-    model = keras.saving.load_model(tmp_path / "streaming" / "model.keras", safe_mode=True)
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
     assert tuple(model.inputs[0].shape[1:]) == (30, 113, 2)  # hit counts and drift radius
 
 
-def test_skip_out_of_range_drops_events_with_too_many_tracks(tiny_data, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def with_five(tiny_data, tmp_path_factory):
+    """tiny_data plus a file of 40 five-track events (beyond --max-tracks 4)."""
     import shutil
 
-    import number_of_tracks_classification as script
     from my_generator.my_generator import generate
     from snemo.events import write_events
 
-    data = tmp_path / "with_five"
+    data = tmp_path_factory.mktemp("with_five") / "data"
     shutil.copytree(tiny_data, data)
     write_events(data / "tiny_t5.root", generate(40, 5, np.random.default_rng(5)))
-    assert script.main(common_flags(data, tmp_path / "refused")) == 2
+    return data
+
+
+@pytest.fixture(scope="module")
+def early_skipped_run(with_five, tmp_path_factory):
+    """One run for two flags: --skip-out-of-range on with_five, and early stopping after 1 epoch without improvement."""
+    out = tmp_path_factory.mktemp("early_skipped") / "run"
+    config = run_config(with_five, out, "--skip-out-of-range", "--early-stopping", "1", "--epochs", "6",
+                        "--learning-rate", "0.05", "--lr-schedule", "constant")
+    return out, config
+
+
+def test_skip_out_of_range_drops_events_with_too_many_tracks(with_five, early_skipped_run, tmp_path, capsys):
+    import number_of_tracks_classification as script
+
+    assert script.main(common_flags(with_five, tmp_path / "refused")) == 2
     err = capsys.readouterr().err
     assert "tiny_t5.root" in err and "skip" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "refused").exists()
-    config = run_config(data, tmp_path / "skipped", "--skip-out-of-range")
+    _, config = early_skipped_run
+    assert config["args"]["skip_out_of_range"] is True
     assert sum(config["data"][k] for k in ("n_train", "n_validation", "n_test")) == 160
 
 
-def test_early_stopping_stops_at_the_first_epoch_without_improvement(tiny_data, tmp_path):
-    run_config(tiny_data, tmp_path / "early", "--early-stopping", "1", "--epochs", "6", "--learning-rate", "0.05",
-               "--lr-schedule", "constant")
-    losses = [r["val_loss"] for r in json.loads((tmp_path / "early" / "history.json").read_text())["epochs"]]
+def test_early_stopping_stops_at_the_first_epoch_without_improvement(early_skipped_run):
+    out, _ = early_skipped_run
+    losses = [r["val_loss"] for r in json.loads((out / "history.json").read_text())["epochs"]]
     improved = [loss < min(losses[:k]) for k, loss in enumerate(losses) if k > 0]
     if len(losses) < 6:
         assert not improved[-1] and all(improved[:-1]), losses  # stopped at the first epoch that did not improve
@@ -405,17 +469,16 @@ def test_builtin_toyhaystack_dataset_in_a_data_dir(tmp_path, monkeypatch):
     assert stamp == {path: os.stat(path).st_mtime_ns for path in config["data_files"]}
 
 
-def test_init_model_starts_from_the_trained_weights(tiny_data, view_runs, tmp_path, capsys):
+def test_init_model_starts_from_the_trained_weights(tiny_data, view_runs, tuned_front_run, tmp_path, capsys):
     import keras
 
     import number_of_tracks_classification as script
 
     source = view_runs["front"] / "model.keras"
-    config = run_config(tiny_data, tmp_path / "tuned", "--view", "front", "--init-model", str(source),
-                        "--learning-rate", "1e-12", "--lr-schedule", "constant")
+    config = json.loads((tuned_front_run / "config.json").read_text())
     assert config["init_model"] == str(source.resolve()) or config["init_model"] == os.path.abspath(source)
     trained = keras.saving.load_model(source, safe_mode=True)
-    tuned = keras.saving.load_model(tmp_path / "tuned" / "model.keras", safe_mode=True)
+    tuned = keras.saving.load_model(tuned_front_run / "model.keras", safe_mode=True)
     for a, b in zip(trained.trainable_weights, tuned.trainable_weights):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     assert script.main(common_flags(tiny_data, tmp_path / "wrong_view") + ["--view", "top", "--init-model",
@@ -425,20 +488,17 @@ def test_init_model_starts_from_the_trained_weights(tiny_data, view_runs, tmp_pa
     assert not (tmp_path / "wrong_view").exists()
 
 
-def test_combined_frozen_phase_leaves_the_branches_unchanged(tiny_data, view_runs, tmp_path):
+def test_combined_frozen_phase_leaves_the_branches_unchanged(view_runs, combined_run):
+    """The frozen phase (at --learning-rate 0.01) trains the head only."""
     import keras
 
-    import combined as script
     from architectures import combined
 
-    out = tmp_path / "frozen_only"
-    flags = common_flags(tiny_data, out) + ["--finetune-epochs", "0", "--learning-rate", "0.01"]
-    flags += [item for view in ("top", "side", "front") for item in (f"--{view}", str(view_runs[view] / "model.keras"))]
-    assert script.main(flags) == 0
+    out, after_frozen = combined_run
     model = keras.saving.load_model(out / "model.keras", safe_mode=True)
     for view in ("top", "side", "front"):
         branch = combined.cut_at_features(keras.saving.load_model(view_runs[view] / "model.keras", safe_mode=True), "b")
-        for before, after in zip(branch.get_weights(), model.get_layer(f"{view}_branch").get_weights(), strict=True):
+        for before, after in zip(branch.get_weights(), after_frozen[view], strict=True):
             np.testing.assert_array_equal(before, after)
     head_before = combined.build(*(keras.saving.load_model(view_runs[v] / "model.keras") for v in ("top", "side", "front")))
     assert head_before.get_layer("count").get_weights()[0].shape == model.get_layer("count").get_weights()[0].shape
@@ -473,15 +533,11 @@ def test_resume_refuses_flags_that_change_the_model_or_the_data(tiny_data, view_
     assert snapshot(out) == before
 
 
-def test_capsnet_architecture_trains_and_its_model_loads_for_scoring(tiny_data, tmp_path):
+def test_capsnet_architecture_trains_and_its_model_loads_for_scoring(side_capsnet_run):
     """--architecture capsnet: margin loss through the shared loop; the saved CapsNet is scored by plot_confusion."""
     import keras
 
-    import number_of_tracks_classification as script
-    import plot_confusion
-
-    out = tmp_path / "capsnet"
-    assert script.main(["--view", "side", "--architecture", "capsnet"] + common_flags(tiny_data, out)) == 0
+    out, scored = side_capsnet_run
     assert_run_folder(out)
     model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
     assert any("capsule" in layer.__class__.__name__.lower() for layer in model.layers)
@@ -489,6 +545,4 @@ def test_capsnet_architecture_trains_and_its_model_loads_for_scoring(tiny_data, 
     assert config["args"]["architecture"] == "capsnet"
     history = json.loads((out / "history.json").read_text())["epochs"]
     assert 0.0 < history[0]["loss"] < 1.0  # margin loss of lengths in [0, 1): at most 0.81 + 0.5 * 0.81 * 3
-    assert plot_confusion.main(["--model", str(out / "model.keras"), "--data", str(tiny_data), "--all-events",
-                                "--out", str(tmp_path / "scored"), "--quiet", "--max-gallery", "0"]) == 0
-    assert (tmp_path / "scored" / "metrics.json").exists()
+    assert (scored / "metrics.json").exists() and (scored / "confusion_matrix.png").exists()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,51 +184,11 @@ def test_predict_keeps_dataset_order():
     np.testing.assert_allclose(outputs, model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_mirrored_update_equals_single_device_update(tmp_path):
-    """Loss averaged over the global batch: two replicas make the same SGD step as one device."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parent.parent
-    code = '''
-import numpy as np, tensorflow as tf, tempfile
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
-from snemo import training
-rng = np.random.default_rng(0)
-x = rng.normal(size=(30, 6)).astype("float32")  # 30: the replicas get 15 each
-y = np.eye(4, dtype="float32")[rng.integers(0, 4, 30)]
-data = tf.data.Dataset.from_tensor_slices((x, y)).batch(30)
-def build():
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((6,))
-    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(inputs))
-kernels = {}
-for name, strategy in (("one", tf.distribute.get_strategy()),
-                       ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
-    with strategy.scope():
-        model = build()
-        optimizer = keras.optimizers.SGD(learning_rate=0.5)
-    training.train(training.ClassifierStep(model, optimizer=optimizer), data, None, strategy=strategy,
-                   out_dir=tempfile.mkdtemp(), epochs=1, quiet=True)
-    kernels[name] = model.get_weights()[0]
-step = np.abs(kernels["one"] - build().get_weights()[0]).max()
-print(np.abs(kernels["one"] - kernels["two"]).max() / step)
-'''
-    env = dict(os.environ, PYTHONPATH=str(repo), TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True,
-                            timeout=180)
-    assert result.returncode == 0, result.stderr
-    assert float(result.stdout.split()[-1]) < 1e-5
-
-
 # ------------------------------------------------------------------------------------------------
 # Step objects other than the classifier (tests/toy_steps.py): a GAN and a two-head model train
 # through the same loop under the default strategy and MirroredStrategy over two logical CPUs, and a
-# job killed after epoch 1 resumes to the weights of an uninterrupted run.
+# job killed after epoch 1 resumes to the weights of an uninterrupted run. The jobs that need the
+# two logical CPUs (and the one-step MirroredStrategy check) run in ONE new process.
 # ------------------------------------------------------------------------------------------------
 
 KINDS = ("gan", "two_head")  # the classifier step: test_resume_ends_with_the_weights_of_an_uninterrupted_run
@@ -232,39 +196,50 @@ STRATEGIES = ("default", "mirrored")
 
 
 def run_toy_jobs(jobs):
-    """Run tests/toy_steps.py on ``jobs`` in a new process (two logical CPUs); returns its summaries."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
+    """Run tests/toy_steps.py on ``jobs`` in a new process (two logical CPUs); returns its summaries, in order."""
     repo = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(repo), TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run([sys.executable, str(repo / "tests" / "toy_steps.py"), json.dumps(jobs)], cwd=repo,
-                            env=env, capture_output=True, text=True, timeout=300)
+                            env=env, capture_output=True, text=True, timeout=540)
     assert result.returncode == 0, result.stderr
-    return {Path(item["out"]).name: item for item in json.loads(result.stdout.splitlines()[-1])}
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def toy_runs(tmp_path_factory):
-    """Uninterrupted 2-epoch runs, and runs killed after epoch 1 then resumed in a new process."""
+    """Uninterrupted 2-epoch runs, and runs stopped after epoch 1 then resumed (one process, in this order).
+
+    Returns (root, {folder name: summary} of the first runs, {folder name: summary} of the resumed
+    runs, the mirrored_update summary). A resumed job builds its step, networks (with another seed)
+    and traced functions anew and reads the run folder, as a job started again does: only a real
+    restore from the folder gives back the weights.
+    """
     root = tmp_path_factory.mktemp("toy_steps")
 
     def jobs(name, epochs, seed):
         return [{"kind": kind, "strategy": strategy, "out": str(root / f"{name}-{kind}-{strategy}"),
                  "epochs": epochs, "seed": seed} for kind in KINDS for strategy in STRATEGIES]
 
-    first = run_toy_jobs(jobs("whole", 2, 0) + jobs("killed", 1, 0))
-    # The new process builds its networks with another seed: only a real restore gives back the weights.
-    resumed = run_toy_jobs(jobs("killed", 2, 5))
-    return root, first, resumed
+    first, resumed = jobs("whole", 2, 0) + jobs("killed", 1, 0), jobs("killed", 2, 5)
+    summaries = run_toy_jobs([{"kind": "mirrored_update"}] + first + resumed)
+    update, done = summaries[0], summaries[1:]
+
+    def by_name(items):
+        return {Path(item["out"]).name: item for item in items}
+
+    return root, by_name(done[:len(first)]), by_name(done[len(first):]), update
+
+
+def test_mirrored_update_equals_single_device_update(toy_runs):
+    """Loss averaged over the global batch: two replicas make the same SGD step as one device."""
+    update = toy_runs[3]
+    assert update["kind"] == "mirrored_update" and update["ratio"] < 1e-5
 
 
 @pytest.mark.parametrize("strategy_name", STRATEGIES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_toy_step_trains_and_resumes_to_the_uninterrupted_weights(toy_runs, kind, strategy_name):
-    root, first, resumed = toy_runs
+    root, first, resumed, _ = toy_runs
     whole_dir, killed_dir = root / f"whole-{kind}-{strategy_name}", root / f"killed-{kind}-{strategy_name}"
     summary = resumed[killed_dir.name]
     assert summary["replicas"] == (2 if strategy_name == "mirrored" else 1)

@@ -11,10 +11,12 @@ They show that tasks other than counting fit the loop without touching it:
   weight each, per-head metrics.
 
 Run as a script (``python tests/toy_steps.py JOBS_JSON``) it first makes two logical CPU devices
-(before TensorFlow starts), then trains each job and prints one JSON line of results: a job is
+(before TensorFlow starts), then runs each job in order and prints one JSON line of results: a job is
 {"kind": "gan" | "two_head", "strategy": "default" | "mirrored", "out": folder,
 "epochs": n, "seed": weight seed}; the final and initial weights of every network go to
-``<out>/weights.npz``.
+``<out>/weights.npz``. A job {"kind": "mirrored_update"} instead compares one SGD step under the
+default strategy and under MirroredStrategy (:func:`mirrored_update`). One process serves every job
+that needs the two logical CPUs: TensorFlow starts once.
 """
 
 from __future__ import annotations
@@ -218,6 +220,53 @@ def networks(step):
 _STRATEGIES = {}
 
 
+def mirrored_strategy():
+    """The process's one MirroredStrategy over the two logical CPUs.
+
+    One per process, as a script has (several in one process may mix up their collective instances).
+    """
+    import tensorflow as tf
+
+    if "mirrored" not in _STRATEGIES:
+        _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    return _STRATEGIES["mirrored"]
+
+
+def mirrored_update():
+    """One SGD step (learning rate 0.5) of a dense softmax layer on a batch of 30, on one device and on two replicas.
+
+    Returns {"kind": "mirrored_update", "ratio": max |kernel(one) - kernel(two)| / max |step of one|}.
+    """
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    from snemo import training
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 6)).astype("float32")  # 30: the replicas get 15 each
+    y = np.eye(4, dtype="float32")[rng.integers(0, 4, 30)]
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(30)
+
+    def build():
+        keras.utils.set_random_seed(1)
+        inputs = keras.Input((6,))
+        return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(inputs))
+
+    kernels = {}
+    for name, strategy in (("one", tf.distribute.get_strategy()), ("two", mirrored_strategy())):
+        with strategy.scope():
+            model = build()
+            optimizer = keras.optimizers.SGD(learning_rate=0.5)
+        with tempfile.TemporaryDirectory() as out:
+            training.train(training.ClassifierStep(model, optimizer=optimizer), data, None, strategy=strategy,
+                           out_dir=out, epochs=1, quiet=True)
+        kernels[name] = model.get_weights()[0]
+    step = np.abs(kernels["one"] - build().get_weights()[0]).max()
+    return {"kind": "mirrored_update", "ratio": float(np.abs(kernels["one"] - kernels["two"]).max() / step)}
+
+
 def run_job(kind, strategy_name, out, epochs, seed):
     """Train one toy job; writes <out>/weights.npz (final and initial weights); returns a summary dict."""
     import keras
@@ -226,14 +275,7 @@ def run_job(kind, strategy_name, out, epochs, seed):
     from snemo.training import train
 
     start = time.time()
-    if strategy_name == "mirrored":
-        # One MirroredStrategy per process, as a script has (several in one process may mix up
-        # their collective instances).
-        if "mirrored" not in _STRATEGIES:
-            _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        strategy = _STRATEGIES["mirrored"]
-    else:
-        strategy = tf.distribute.get_strategy()
+    strategy = mirrored_strategy() if strategy_name == "mirrored" else tf.distribute.get_strategy()
     step, train_data, validation_data, schedule = make_step(kind, strategy, seed)
     initial = {name: model.get_weights() for name, model in networks(step).items()}
     result = train(step, train_data, validation_data, strategy=strategy, out_dir=out, epochs=epochs,
@@ -257,7 +299,9 @@ def main(argv):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     jobs = json.loads(argv[0])
-    print(json.dumps([run_job(job["kind"], job["strategy"], job["out"], job["epochs"], job["seed"]) for job in jobs]))
+    print(json.dumps([mirrored_update() if job["kind"] == "mirrored_update"
+                      else run_job(job["kind"], job["strategy"], job["out"], job["epochs"], job["seed"])
+                      for job in jobs]))
     return 0
 
 
