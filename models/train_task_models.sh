@@ -39,7 +39,7 @@ stream_b() {
     step capsnet_top_my_generator $PY number_of_tracks_classification.py --view top --architecture capsnet --data $MG \
         --epochs 2 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
     step calorimeter_single_my_generator $PY associated_calorimeter.py --mode single --data $MG --max-events 200000 \
-        --epochs 6 --steps-per-epoch 400 --batch-size 128 --learning-rate ${CALO_LR:-1e-3} --lr-schedule cosine
+        --epochs 7 --steps-per-epoch 400 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine
     # the same generator as stream a, without the discriminator, for the GAN / no-GAN comparison
     step clustering_noadv_my_generator $PY clustering_one.py --data $MG --max-events 160000 --z-channel --radius-channel \
         --epochs 2 --steps-per-epoch 400 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine \
