@@ -39,8 +39,8 @@ from snemo.eventbatch import (HIT_FIELDS, OPTIONAL_HIT_FIELDS, REQUIRED_BRANCHES
 from snemo.treewriter import UNFINISHED_SUFFIX, write_tree  # writers write name.tmp and rename it when complete
 
 __all__ = ["EventBatch", "EventFileError", "HIT_FIELDS", "OPTIONAL_HIT_FIELDS", "TRACK_FIELDS", "TREE_NAME",
-           "empty_batch", "find_files", "from_lists", "iterate_events", "offsets_from_counts", "ranges", "read_events",
-           "write_events"]
+           "empty_batch", "find_files", "from_lists", "iterate_events", "offsets_from_counts", "open_tree", "ranges",
+           "read_events", "write_events"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -81,13 +81,18 @@ def find_files(source) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # Reading
 # ------------------------------------------------------------------------------------------------
-def _open_tree(path: str, tree_name: str):
+def open_tree(path: str, tree_name: str, *, what: str = "file"):
+    """Open ROOT file ``path`` and its TTree ``tree_name``; returns (file, tree), the file to close.
+
+    Raises :class:`EventFileError` naming the file: missing ("no such ``what``"), not ROOT,
+    truncated or corrupt, no such tree, or an object of that name that is not a TTree.
+    """
     import uproot
 
     try:
         file = uproot.open(path)
     except FileNotFoundError:
-        raise EventFileError("no such file", file=path) from None
+        raise EventFileError(f"no such {what}", file=path) from None
     except Exception as err:  # uproot raises ValueError / OSError / struct errors on non-ROOT data
         raise EventFileError(f"not a readable ROOT file ({type(err).__name__}: {err})", file=path) from None
     try:
@@ -265,7 +270,7 @@ def iterate_events(source, *, step_size: int = 100_000, fields=None, tree: str =
 
 
 def _iterate_file(path: str, *, step_size: int, fields, tree_name: str, validate: bool) -> Iterator[EventBatch]:
-    file, tree = _open_tree(path, tree_name)
+    file, tree = open_tree(path, tree_name)
     try:
         names = _branches_to_read(tree, path, fields)
         n_entries = tree.num_entries

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from snemo import geometry as geo
-from snemo.events import EventBatch, EventFileError, offsets_from_counts
+from snemo.events import EventBatch, EventFileError, offsets_from_counts, open_tree
 
 RECO_TREE = "reco"
 EVENT_BRANCHES = ("n_tracks", "n_tracks_score")
@@ -49,23 +49,6 @@ class RecoEvents:
         return {name: values[a:b] for name, values in self.calo.items()}
 
 
-def _open_reco(path: str):
-    import uproot
-
-    try:
-        file = uproot.open(path)
-    except FileNotFoundError:
-        raise EventFileError("no such reco file", file=path) from None
-    except Exception as err:  # uproot raises ValueError / OSError / struct errors on non-ROOT data
-        raise EventFileError(f"not a readable ROOT file ({type(err).__name__}: {err})", file=path) from None
-    keys = sorted({key.split(";")[0] for key in file.keys()})
-    if RECO_TREE not in keys:
-        file.close()
-        raise EventFileError(f"tree '{RECO_TREE}' not found (not a reconstruct.py output); available: {keys}",
-                             file=path)
-    return file, file[RECO_TREE]
-
-
 def read_reco(path, batch: EventBatch, *, n_input_entries: int, input_name: str = "the input") -> RecoEvents:
     """The ``reco`` entries of the events of ``batch`` (consecutive entries of one input file), checked.
 
@@ -77,7 +60,7 @@ def read_reco(path, batch: EventBatch, *, n_input_entries: int, input_name: str 
     import awkward as ak
 
     path = str(path)
-    file, tree = _open_reco(path)
+    file, tree = open_tree(path, RECO_TREE, what="reco file")
     try:
         if tree.num_entries != n_input_entries:
             raise EventFileError(f"tree '{RECO_TREE}' has {tree.num_entries} entries but {input_name} has "
