@@ -41,6 +41,13 @@ def build_parser():
     task.add_argument("--no-count-head", action="store_true", help="multi: train the cell output alone")
     task.add_argument("--count-weight", type=float, default=0.5,
                       help="multi: weight of the count head's cross-entropy in the loss (default %(default)s)")
+    task.add_argument("--z-channel", action="store_true",
+                      help="single: the top view also carries each hit's z (wirez / 1500 mm) as a channel")
+    task.add_argument("--filters", type=int, nargs=2, default=[16, 32], metavar="N",
+                      help="convolution filters of the two blocks of each view's branch (default %(default)s)")
+    task.add_argument("--squeeze", type=int, default=8,
+                      help="channels of each branch's 1x1 convolution before flattening (default %(default)s)")
+    task.add_argument("--units", type=int, default=64, help="features of each view's branch (default %(default)s)")
     task.add_argument("--views", nargs="+", choices=VIEWS, default=list(VIEWS),
                       help="views the model reads (default: %(default)s)")
     task.add_argument("--compare", nargs="+", metavar="RUN", default=None,
@@ -55,6 +62,11 @@ def main(argv=None) -> int:
     cli.check_args(parser, args)
     if len(set(args.views)) != len(args.views):
         parser.error(f"--views must not repeat a view, got {' '.join(args.views)}")
+    if args.z_channel and (args.mode != "single" or "top" not in args.views):
+        parser.error("--z-channel needs --mode single and the top view among --views")
+    if min(args.filters) < 1 or args.squeeze < 1 or args.units < 1:
+        parser.error(f"--filters, --squeeze and --units must be positive, got {args.filters}, {args.squeeze}, "
+                     f"{args.units}")
     if args.count_weight < 0:
         parser.error(f"--count-weight must be >= 0, got {args.count_weight}")
     if args.mode == "multi" and args.k == "predicted" and args.no_count_head:
@@ -72,10 +84,12 @@ def main(argv=None) -> int:
         run = cli.start_run(f"associated_calorimeter_{args.mode}", args, argv, program="associated_calorimeter.py")
         splits = task.load(run)
         channels = 2 if args.radius_channel else 1
+        size = dict(filters=tuple(args.filters), squeeze=args.squeeze, units=args.units)
         if args.mode == "single":
-            model = cli.build_in_scope(run, calorimeter.build_single, tuple(args.views), channels=channels)
+            model = cli.build_in_scope(run, calorimeter.build_single, tuple(args.views), channels=channels,
+                                       z_channel=args.z_channel, **size)
         else:
-            model = cli.build_in_scope(run, calorimeter.build_multi, tuple(args.views), channels=channels,
+            model = cli.build_in_scope(run, calorimeter.build_multi, tuple(args.views), channels=channels, **size,
                                        output=args.loss, max_tracks=None if args.no_count_head else args.max_tracks)
         run.open()
         cli.train_model(run, model, task.training_splits(args, splits), step=task.make_step(args, model))

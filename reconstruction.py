@@ -80,13 +80,14 @@ def keep_hits(batch: EventBatch, keep) -> EventBatch:
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class CaloModel:
-    """A trained calorimeter model: mode "single" or "multi", the views it reads, its radius channel."""
+    """A trained calorimeter model: mode "single" or "multi", the views it reads, its extra channels."""
 
     model: object
     mode: str
     views: tuple
     radius_channel: bool
     forward: object = None
+    z_channel: bool = False
 
     def predict(self, events: EventBatch, make_inputs, batch_size: int) -> np.ndarray:
         """The cell scores of ``events``, ``batch_size`` events at a time (memory bounded by the batch).
@@ -108,6 +109,7 @@ def load_calorimeter(path, mode: str, *, flag: str) -> CaloModel:
     Raises ValueError naming ``flag`` and ``path`` when the file does not hold such a model.
     """
     import clustering_inference as inference
+    from architectures.calorimeter import input_channels
     from snemo import cli
 
     model = cli.load_keras_model(path, flag=flag)
@@ -121,8 +123,12 @@ def load_calorimeter(path, mode: str, *, flag: str) -> CaloModel:
     if width != wanted:
         kind = "single-label (330 cells of one side)" if mode == "single" else "multi-label (660 cells)"
         raise ValueError(f"{flag} {path}: has {width} cell outputs, a {kind} model has {wanted}")
-    channels = {int(tensor.shape[-1]) for tensor in model.inputs}
-    return CaloModel(model, mode, names, channels == {2}, inference.forward_function(model))
+    try:
+        channels = input_channels(model)
+    except ValueError as error:
+        raise ValueError(f"{flag} {path}: {error}") from None
+    return CaloModel(model, mode, names, channels["radius_channel"], inference.forward_function(model),
+                     channels["z_channel"])
 
 
 @dataclass
@@ -170,7 +176,8 @@ def clustered_cells(calo: CaloModel, batch: EventBatch, labels, *, batch_size: i
     from datasets import associated_calohit_singlelabel as single
 
     clusters, cluster_event, cluster_label = clusters_as_events(batch, labels)
-    scores = calo.predict(clusters, lambda part: single.model_inputs(part, calo.views, calo.radius_channel),
+    scores = calo.predict(clusters, lambda part: single.model_inputs(part, calo.views, calo.radius_channel,
+                                                                          z_channel=calo.z_channel),
                           batch_size)  # (m, 330)
     best = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
     row, column = np.divmod(best, geo.CALO_GRID_COLUMNS)

@@ -19,7 +19,8 @@ layer and the output.
   (B, max_tracks) softmax over 1..max_tracks tracks.
 
 Inputs are named after their views ("top", "side", "front"), so ``model.input_names`` tell which
-views a model reads. Functional Keras 3, no Lambda layer: loadable with ``safe_mode=True``.
+views a model reads; :func:`input_channels` tells its channels (a single-label model with the z
+channel on its top view is named ``calorimeter_single_z``). Functional Keras 3, no Lambda layer: loadable with ``safe_mode=True``.
 """
 
 from __future__ import annotations
@@ -64,12 +65,28 @@ def _check_views(views) -> tuple[str, ...]:
     return views
 
 
-def _inputs(views, channels: int):
+def _inputs(views, channels: int, z_channel: bool = False):
     import keras
 
     if channels not in (1, 2):
         raise ValueError(f"channels must be 1 (hits) or 2 (hits, radius), got {channels}")
-    return {view: keras.Input(shape=VIEW_SHAPES[view] + (channels,), name=view) for view in views}  # (B, H, W, C)
+    return {view: keras.Input(shape=VIEW_SHAPES[view] + (channels + int(z_channel and view == "top"),), name=view)
+            for view in views}  # (B, H, W, C)
+
+
+def input_channels(model) -> dict:
+    """{"radius_channel": bool, "z_channel": bool} of a calorimeter model, from its inputs and name.
+
+    Channels are [hit, z (top view only), radius] (:func:`datasets.views.make_view`). Raises
+    ValueError when the input shapes fit no such layout.
+    """
+    z_channel = str(model.name).endswith("_z")
+    shapes = {tensor.name.split(":")[0]: int(tensor.shape[-1]) for tensor in model.inputs}
+    for radius_channel in (False, True):
+        wanted = {view: 1 + int(radius_channel) + int(z_channel and view == "top") for view in shapes}
+        if wanted == shapes:
+            return {"radius_channel": radius_channel, "z_channel": z_channel}
+    raise ValueError(f"model {model.name!r}: input channels {shapes} fit no layout [hit, z (top), radius]")
 
 
 def _trunk(features: list, dense: int, dropout: float, name: str):
@@ -80,20 +97,21 @@ def _trunk(features: list, dense: int, dropout: float, name: str):
     return layers.Dropout(dropout, name=f"{name}_dropout")(x)
 
 
-def build_single(views=VIEWS, *, channels: int = 1, filters=(16, 32), squeeze: int = 8, units: int = 64,
-                 dense: int = 128, dropout: float = 0.2):
+def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, filters=(16, 32), squeeze: int = 8,
+                 units: int = 64, dense: int = 128, dropout: float = 0.2):
     """Single-label model: one track's views -> (B, 330) softmax ``cell`` on the track's side.
 
     ``views``: which of "top" (B, 18, 113, C), "side" (B, 30, 113, C), "front" (B, 30, 18, C) it
     reads, the track folded onto side 1 (top rows 0-8 and front columns 0-8 are empty and cropped
-    away). ``channels``: 1 (hits / hit counts) or 2 (and the drift radius / 22 mm). About 240k
+    away). ``channels``: 1 (hits / hit counts) or 2 (and the drift radius / 22 mm); ``z_channel``:
+    the top view also carries wirez / 1500 mm (its channel 1, before the radius). About 240k
     parameters with the defaults and the three views. Returns the uncompiled ``keras.Model``.
     """
     import keras
     from keras import layers
 
     views = _check_views(views)
-    inputs = _inputs(views, channels)
+    inputs = _inputs(views, channels, z_channel)
     crops = {"top": ((geo.N_LAYERS, 0), (0, 0)), "front": ((0, 0), (geo.N_LAYERS, 0))}
     features = []
     for view in views:
@@ -103,7 +121,7 @@ def build_single(views=VIEWS, *, channels: int = 1, filters=(16, 32), squeeze: i
         features.append(view_branch(x, view, pools=POOLS[view], filters=filters, squeeze=squeeze, units=units))
     x = _trunk(features, dense, dropout, "head")
     cell = layers.Dense(geo.CALO_GRID_CELLS, activation="softmax", name="cell")(x)  # (B, 330)
-    return keras.Model(inputs if len(views) > 1 else inputs[views[0]], cell, name="calorimeter_single")
+    return keras.Model(inputs if len(views) > 1 else inputs[views[0]], cell, name="calorimeter_single" + ("_z" if z_channel else ""))
 
 
 def build_multi(views=VIEWS, *, channels: int = 1, output: str = "softmax", max_tracks: int | None = None,

@@ -19,7 +19,9 @@ pixels are single cells, so counting would change nothing there. The side view s
 of a (z, column) pixel on top of each other: with 0/1 pixels two back-to-back tracks leaving the
 foil perpendicularly on both sides look exactly like one track, and the count tells them apart.
 With ``radius_channel`` a second channel holds the drift radius / 22 mm of the hit (the largest if
-two hits share a pixel).
+two hits share a pixel). With ``z_channel`` the top view (the one view without a z axis) gets a
+channel holding wirez / 1500 mm of the hit (0 where z is missing), before the radius channel:
+channels are [hit, z (top only), radius], as many as :func:`n_channels` says.
 
 A hit whose z was not measured (``wirez_missing`` = 1) is drawn in the top view only: in the side,
 front and voxel views its pixel index is the image size (one past the last pixel) and
@@ -59,6 +61,7 @@ VIEW_FIELDS: dict[str, tuple[str, ...]] = {
     "voxel": ("grid_side", "grid_layer", "grid_column", "wirez", "wirez_missing"),
 }
 Z_VIEWS = ("side", "front", "voxel")  # views that place a hit by its z: a hit without z is not drawn there
+Z_CHANNEL_VIEWS = ("top",)  # views without a z axis: the ones a z channel is added to
 
 
 def view_size(name: str) -> int:
@@ -66,13 +69,26 @@ def view_size(name: str) -> int:
     return int(np.prod(VIEW_SHAPES[_check_name(name)]))
 
 
-def fields_for(names, radius_channel: bool = False) -> tuple[str, ...]:
+def fields_for(names, radius_channel: bool = False, z_channel: bool = False) -> tuple[str, ...]:
     """Hit branches needed to build the views ``names`` (a name or a sequence of names)."""
     names = (names,) if isinstance(names, str) else tuple(names)
     fields = {f for name in names for f in VIEW_FIELDS[_check_name(name)]}
     if radius_channel:
         fields.add("radius")
+    if z_channel and set(names) & set(Z_CHANNEL_VIEWS):
+        fields.update(("wirez", "wirez_missing"))
     return tuple(sorted(fields))
+
+
+def n_channels(name: str, radius_channel: bool = False, z_channel: bool = False) -> int:
+    """Channels C of view ``name``'s images: 1 (hit) + z (top view only) + radius."""
+    return 1 + int(bool(z_channel) and _check_name(name) in Z_CHANNEL_VIEWS) + int(bool(radius_channel))
+
+
+def scaled_z(batch: EventBatch) -> np.ndarray:
+    """Per-hit z channel value, float32 (n_hits,): wirez / 1500 mm, 0 where z is missing."""
+    z = np.where(batch.z_missing(), 0.0, batch.hits["wirez"]) / geo.TRACKER_HALF_Z
+    return z.astype(np.float32)
 
 
 def _check_name(name: str) -> str:
@@ -233,34 +249,38 @@ def voxel(batch: EventBatch) -> np.ndarray:
     return _image(batch, "voxel")
 
 
-def make_view(batch: EventBatch, name: str, radius_channel: bool = False) -> np.ndarray:
+def make_view(batch: EventBatch, name: str, radius_channel: bool = False, z_channel: bool = False) -> np.ndarray:
     """View ``name`` with a channel axis: (n, H, W, C) for 2-D views, (n, 18, 113, 30, C) for voxel.
 
-    C = 1: the pixel value of :data:`PIXEL_VALUES` (1.0 or the hit count where hits lie).
-    C = 2 (``radius_channel``): the second channel is the drift
-    radius / 22 mm at hit cells (the largest where two hits share a pixel), 0 elsewhere.
+    Channel 0: the pixel value of :data:`PIXEL_VALUES` (1.0 or the hit count where hits lie).
+    ``z_channel`` (top view only): wirez / 1500 mm at hit cells (0 where z is missing).
+    ``radius_channel``: the drift radius / 22 mm at hit cells. Where two hits share a pixel the
+    larger value is kept; 0 elsewhere. C = :func:`n_channels`.
     """
     radius = batch.hits["radius"] if radius_channel else None
-    return view_from_pixels(pixel_index(batch, name), batch.hit_offsets, name, radius)
+    z = scaled_z(batch) if z_channel and name in Z_CHANNEL_VIEWS else None
+    return view_from_pixels(pixel_index(batch, name), batch.hit_offsets, name, radius, z=z)
 
 
 def view_from_pixels(pixels: np.ndarray, hit_offsets: np.ndarray, name: str, radius: np.ndarray | None = None,
-                     dtype=np.float32):
+                     dtype=np.float32, z: np.ndarray | None = None):
     """(n, H, W, C) images of view ``name`` from per-hit pixels (see :func:`pixel_index`).
 
-    ``radius``: per-hit drift radius in mm for the second channel (C = 2, always float32), or None
-    (C = 1, of ``dtype``).
+    ``z``: per-hit z channel values (see :func:`scaled_z`) or None; ``radius``: per-hit drift
+    radius in mm, or None. Channels [hit, z, radius] of those given; float32 when there is more
+    than one channel, else ``dtype``.
     """
     shape = VIEW_SHAPES[_check_name(name)]
     size = view_size(name)
     n = len(hit_offsets) - 1
-    hit = scatter(pixels, hit_offsets, size, dtype=np.float32 if radius is not None else dtype,
-                  count=_counts(name))  # (n, size)
-    if radius is None:
+    extra = [] if z is None else [np.asarray(z, dtype=np.float32)]
+    if radius is not None:
+        extra.append(np.asarray(radius, dtype=np.float32) / np.float32(geo.MAX_DRIFT_RADIUS))
+    hit = scatter(pixels, hit_offsets, size, dtype=np.float32 if extra else dtype, count=_counts(name))  # (n, size)
+    if not extra:
         return hit.reshape((n,) + shape + (1,))  # (n, H, W, 1)
-    scaled = np.asarray(radius, dtype=np.float32) / np.float32(geo.MAX_DRIFT_RADIUS)
-    drift = scatter(pixels, hit_offsets, size, values=scaled)  # (n, size)
-    return np.stack([hit, drift], axis=-1).reshape((n,) + shape + (2,))  # (n, H, W, 2)
+    channels = [hit] + [scatter(pixels, hit_offsets, size, values=values) for values in extra]
+    return np.stack(channels, axis=-1).reshape((n,) + shape + (len(channels),))  # (n, H, W, C)
 
 
 def pixel_dtype(name: str) -> np.dtype:
@@ -268,12 +288,14 @@ def pixel_dtype(name: str) -> np.dtype:
     return np.dtype(np.int16) if view_size(name) <= np.iinfo(np.int16).max else np.dtype(np.uint16)
 
 
-def compact(batch: EventBatch, names, radius_channel: bool = False, hit_masks: dict | None = None) -> EventBatch:
+def compact(batch: EventBatch, names, radius_channel: bool = False, hit_masks: dict | None = None,
+            z_channel: bool = False) -> EventBatch:
     """The batch reduced to what the views ``names`` need: per-hit pixels, precomputed once.
 
     Returns an :class:`EventBatch` with the same events and tracks whose ``hits`` hold, for each
     view, its per-hit pixel index under the view's name (int16, uint16 for voxel), plus
-    ``radius`` (mm) when ``radius_channel`` and the boolean arrays of ``hit_masks``. Taking,
+    ``radius`` (mm) when ``radius_channel``, ``z_scaled`` (:func:`scaled_z`) when ``z_channel`` and
+    a view of :data:`Z_CHANNEL_VIEWS` is among ``names``, and the boolean arrays of ``hit_masks``. Taking,
     slicing and scattering it is much cheaper than working from the branches.
     Use :func:`compact_view` to make images from it.
     """
@@ -290,18 +312,22 @@ def compact(batch: EventBatch, names, radius_channel: bool = False, hit_masks: d
             for name in names}
     if radius_channel:
         hits["radius"] = np.asarray(batch.hits["radius"], dtype=np.float32)
+    if z_channel and set(names) & set(Z_CHANNEL_VIEWS):
+        hits["z_scaled"] = scaled_z(batch)
     hits.update(hit_masks or {})
     return EventBatch(batch.hit_offsets, hits, batch.track_offsets, dict(batch.tracks), files=batch.files,
                       file_index=batch.file_index, entry=batch.entry)
 
 
-def compact_view(compact_batch: EventBatch, name: str, radius_channel: bool = False, dtype=np.float32) -> np.ndarray:
+def compact_view(compact_batch: EventBatch, name: str, radius_channel: bool = False, dtype=np.float32,
+                 z_channel: bool = False) -> np.ndarray:
     """(n, H, W, C) images of view ``name`` from a batch made by :func:`compact`.
 
-    ``dtype`` applies to C = 1 images (np.uint8 for the loaders' wire format); C = 2 is float32.
+    ``dtype`` applies to C = 1 images (np.uint8 for the loaders' wire format); C > 1 is float32.
     """
     radius = compact_batch.hits["radius"] if radius_channel else None
-    return view_from_pixels(compact_batch.hits[name], compact_batch.hit_offsets, name, radius, dtype)
+    z = compact_batch.hits["z_scaled"] if z_channel and name in Z_CHANNEL_VIEWS else None
+    return view_from_pixels(compact_batch.hits[name], compact_batch.hit_offsets, name, radius, dtype, z=z)
 
 
 def track_image(batch: EventBatch, mask: np.ndarray, name: str = "top") -> np.ndarray:
@@ -329,19 +355,21 @@ def parse_views(view, allowed=("top", "side", "front")) -> tuple[str, ...]:
     return names
 
 
-def view_inputs(compact_batch: EventBatch, names: tuple[str, ...], radius_channel: bool):
+def view_inputs(compact_batch: EventBatch, names: tuple[str, ...], radius_channel: bool, z_channel: bool = False):
     """Model inputs from a :func:`views.compact` batch: one (n, H, W, C) array for one view, a dict
-    name -> array for several. Wire format: uint8 (0/1 or hit counts) for C = 1, float32 for C = 2."""
-    if len(names) == 1:
-        return compact_view(compact_batch, names[0], radius_channel, dtype=np.uint8)
-    return {name: compact_view(compact_batch, name, radius_channel, dtype=np.uint8) for name in names}
+    name -> array for several. Wire format: uint8 (0/1 or hit counts) for C = 1, float32 for C > 1."""
+    images = {name: compact_view(compact_batch, name, radius_channel, dtype=np.uint8, z_channel=z_channel)
+              for name in names}
+    return images[names[0]] if len(names) == 1 else images
 
 
-def view_specs(names: tuple[str, ...], radius_channel: bool, batch_dim):
+def view_specs(names: tuple[str, ...], radius_channel: bool, batch_dim, z_channel: bool = False):
     """Wire ``tf.TensorSpec`` structure matching :func:`view_inputs` (uint8 is cast to float32 later)."""
     import tensorflow as tf
 
-    channels = 2 if radius_channel else 1
-    dtype = tf.float32 if radius_channel else tf.uint8
-    specs = {name: tf.TensorSpec((batch_dim,) + VIEW_SHAPES[name] + (channels,), dtype) for name in names}
+    specs = {}
+    for name in names:
+        channels = n_channels(name, radius_channel, z_channel)
+        specs[name] = tf.TensorSpec((batch_dim,) + VIEW_SHAPES[name] + (channels,),
+                                    tf.float32 if channels > 1 else tf.uint8)
     return specs[names[0]] if len(names) == 1 else specs

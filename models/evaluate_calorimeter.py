@@ -35,13 +35,15 @@ CHUNK = 4096  # events (or tracks) turned into views at a time: memory stays bou
 ORIGINAL_TOP_K = {"1": 0.987, "2": 0.908, "3": 0.865}  # the original's column-only top k (softmax variant)
 
 
-def input_spec(model) -> tuple[tuple[str, ...], bool]:
-    """(views, radius channel) a calorimeter model reads, from its input names and channel count."""
+def input_spec(model) -> tuple[tuple[str, ...], dict]:
+    """(views, {"radius_channel", "z_channel"}) a calorimeter model reads, from its inputs and name."""
+    from architectures.calorimeter import input_channels
+
     names = tuple(layer.name for layer in model.layers if layer.__class__.__name__ == "InputLayer")
     views = tuple(name for name in ("top", "side", "front") if name in names)
     if not views or len(views) != len(names):
         raise ValueError(f"not a calorimeter model: inputs {names}, expected views among top, side, front")
-    return views, any(tensor.shape[-1] == 2 for tensor in model.inputs)
+    return views, input_channels(model)
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,8 +84,8 @@ def single_cells(model, tracks, *, batch_size: int = 512) -> tuple[np.ndarray, n
     from datasets.associated_calohit_singlelabel import model_inputs, track_side
     from snemo import geometry as geo
 
-    views, radius = input_spec(model)
-    scores = predict(model, tracks, lambda part: model_inputs(part, views, radius), batch_size=batch_size)
+    views, channels = input_spec(model)
+    scores = predict(model, tracks, lambda part: model_inputs(part, views, **channels), batch_size=batch_size)
     row, column = np.divmod(np.argmax(scores, axis=1), geo.CALO_GRID_COLUMNS)
     return track_side(tracks).astype(np.int64), column.astype(np.int64), row.astype(np.int64)
 
@@ -157,8 +159,9 @@ def multi_scores(model, batch, *, batch_size: int = 512) -> dict:
     from datasets.associated_calohit_multilabel import cell_counts, model_inputs
     from snemo import metrics as snm
 
-    views, radius = input_spec(model)
-    outputs = predict(model, batch, lambda part: model_inputs(part, views, radius), batch_size=batch_size)
+    views, channels = input_spec(model)
+    outputs = predict(model, batch, lambda part: model_inputs(part, views, channels["radius_channel"]),
+                      batch_size=batch_size)
     scores = outputs["cells"] if isinstance(outputs, dict) else outputs
     counts, n_tracks = cell_counts(batch), batch.n_tracks.astype(np.int64)
     result = {"k_true": snm.multi_label_metrics(scores, counts, n_tracks=n_tracks)}

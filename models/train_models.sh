@@ -31,6 +31,8 @@ gen data/train/my_generator/clean              $MGS 101 25000 2
 gen data/train/my_generator/realistic          $MGS 102 25000 2 --realistic
 gen data/train/my_generator/onesided           $MGS 103 25000 2 --sides 1
 gen data/train/my_generator/onesided_realistic $MGS 104 25000 2 --sides 1 --realistic
+# Third release: a noisier subset (twice the preset's noise), so that the counters hold past it.
+gen data/train/my_generator/noisy              $MGS 105 12500 2 --realistic --noise-hits 4
 gen data/train/toyhaystack/clean               $THS 101 25000 2
 gen data/train/toyhaystack/realistic           $THS 102 25000 2 --realistic
 # Held-out columns: 20,000 events each (5,000 per track count).
@@ -48,6 +50,14 @@ step() {  # step NAME COMMAND...: run once (a rerun resumes), then ship the best
     /usr/bin/time -f "$name wall %e s" "$@" --out "$R/$name" --quiet
     cp "$R/$name/model.keras" "models/$name.keras"
     touch "$R/$name.done"
+}
+step_as() {  # step_as RUN MODEL COMMAND...: as step, the run folder RUN ships models/MODEL.keras
+    local run=$1 model=$2; shift 2
+    if [ -f "$R/$run.done" ]; then echo "=== $run: done before"; return; fi
+    echo "=== $run $(date -u +%H:%M:%S): $*"
+    /usr/bin/time -f "$run wall %e s" "$@" --out "$R/$run" --quiet
+    cp "$R/$run/model.keras" "models/$model.keras"
+    touch "$R/$run.done"
 }
 wait_for() {  # wait_for NAME...: another stream ships these first
     for name in "$@"; do while [ ! -f "$R/$name.done" ]; do sleep 30; done; done
@@ -69,6 +79,20 @@ stream_b() {
     wait_for side_my_generator front_my_generator
     step combined_toyhaystack $PY combined.py --data $TH --top models/top_toyhaystack.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 0 --steps-per-epoch 300 --batch-size 256
 }
+# Third release: the second-release counters (git, commit a803032, copied to runs/r2/) trained
+# further on the same mix at a lower rate; the front counter, cheap and furthest from its target,
+# for the most samples; the combined counter rebuilt from the new views, then fine-tuned end to end.
+R3_TUNE="--batch-size 256 --learning-rate 5e-4 --lr-schedule cosine"
+stream_r3() {
+    mkdir -p runs/r2
+    for name in top_my_generator side_my_generator front_my_generator; do
+        [ -f runs/r2/$name.keras ] || git show "a803032:models/$name.keras" > runs/r2/$name.keras
+    done
+    step_as front_my_generator_r3 front_my_generator $PY number_of_tracks_classification.py --view front --data $MG --init-model runs/r2/front_my_generator.keras --epochs 8 --steps-per-epoch 500 $R3_TUNE
+    step_as top_my_generator_r3 top_my_generator $PY number_of_tracks_classification.py --view top --data $MG --init-model runs/r2/top_my_generator.keras --epochs 3 --steps-per-epoch 500 $R3_TUNE
+    step_as side_my_generator_r3 side_my_generator $PY number_of_tracks_classification.py --view side --data $MG --init-model runs/r2/side_my_generator.keras --epochs 3 --steps-per-epoch 500 $R3_TUNE
+    step_as combined_my_generator_r3 combined_my_generator $PY combined.py --data $MG --top models/top_my_generator.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 1 --finetune-learning-rate 1e-4 --steps-per-epoch 300 --batch-size 256
+}
 # The clean first-release counters the fine-tuning starts from (git history keeps them).
 mkdir -p runs/init
 for name in top_my_generator side_my_generator front_my_generator top_toyhaystack; do
@@ -78,6 +102,7 @@ case ${STREAM:-} in
     data) ;;
     a) stream_a ;;
     b) stream_b ;;
+    r3) stream_r3 ;;  # the third release, after a and b
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"

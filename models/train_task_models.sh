@@ -45,7 +45,15 @@ stream_b() {
         --epochs 2 --steps-per-epoch 400 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine \
         --counter models/top_my_generator.keras --displays 2 --no-adversarial
 }
+# Second single-label calorimeter model: the top view alone with each hit's z and drift radius as
+# channels (everything the side and front views hold, unbinned), wider branch; shipped if better.
+calorimeter_single_z() {
+    step calorimeter_single_z_my_generator $PY associated_calorimeter.py --mode single --data $MG --max-events 200000 \
+        --views top --z-channel --radius-channel --filters 32 64 --squeeze 16 --units 128 \
+        --epochs 10 --steps-per-epoch 400 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine
+}
 case ${STREAM:-} in
+    c) calorimeter_single_z ;;
     a) stream_a ;;
     a2) calorimeter_multi ;;  # the second half of stream a alone
     b) stream_b ;;

@@ -10,7 +10,7 @@ import pytest
 
 from snemo import calorimeter_metrics as cm
 from snemo import metrics as snm
-from snemo.events import from_lists, write_events
+from snemo.events import from_lists, read_events, write_events
 
 
 # ------------------------------------------------------------------------------------------------
@@ -334,3 +334,52 @@ def test_bad_flags_exit_2_and_write_nothing(tiny_data, tmp_path, capsys):
     assert exit_info.value.code == 2 and "--k predicted" in capsys.readouterr().err
     assert script.main(flags(tmp_path / "missing.root", tmp_path / "y")) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_single_model_with_z_channel_tells_its_channels(tmp_path):
+    import keras
+
+    from architectures import calorimeter
+
+    model = calorimeter.build_single(("top", "side"), channels=2, z_channel=True, filters=(8, 8), squeeze=4, units=16)
+    assert [tuple(t.shape[1:]) for t in model.inputs] == [(18, 113, 3), (30, 113, 2)] or \
+        [tuple(t.shape[1:]) for t in model.inputs] == [(30, 113, 2), (18, 113, 3)]
+    model.save(tmp_path / "z.keras")
+    loaded = keras.models.load_model(tmp_path / "z.keras", safe_mode=True)
+    assert calorimeter.input_channels(loaded) == {"radius_channel": True, "z_channel": True}
+    top_only = calorimeter.build_single(("top",), channels=1, z_channel=True, filters=(8, 8), squeeze=4, units=16)
+    assert calorimeter.input_channels(top_only) == {"radius_channel": False, "z_channel": True}
+    radius_only = calorimeter.build_single(("top",), channels=2, filters=(8, 8), squeeze=4, units=16)
+    assert calorimeter.input_channels(radius_only) == {"radius_channel": True, "z_channel": False}
+    assert calorimeter.input_channels(calorimeter.build_multi(("top", "front"))) == \
+        {"radius_channel": False, "z_channel": False}
+
+
+def test_single_mode_with_z_channel_trains_and_reconstructs_from_it(tiny_data, tmp_path):
+    """--z-channel end to end: the run folder, then reconstruction reads the model's channels."""
+    import associated_calorimeter as script
+    import reconstruction
+    from datasets.associated_calohit_singlelabel import model_inputs
+
+    out = tmp_path / "z"
+    assert script.main(flags(tiny_data, out, "--mode", "single", "--views", "top", "--z-channel", "--radius-channel",
+                             "--filters", "8", "8", "--squeeze", "4", "--units", "16")) == 0
+    metrics, _ = check_run(out, "single")
+    assert metrics["test"]["n_tracks"] > 0
+    calo = reconstruction.load_calorimeter(out / "model.keras", "single", flag="--calo-single")
+    assert calo.views == ("top",) and calo.radius_channel and calo.z_channel
+    batch = read_events(tiny_data)
+    labels = np.zeros(int(batch.hit_offsets[-1]), np.int64)  # every hit in cluster 0
+    cells = reconstruction.clustered_cells(calo, batch, labels, batch_size=16)
+    assert len(cells.column) == len(batch) and np.all((cells.column >= 0) & (cells.column < 22))
+    assert model_inputs(batch[:4], ("top",), True, z_channel=True).shape == (4, 18, 113, 3)
+
+
+def test_z_channel_needs_single_mode_and_the_top_view(tiny_data, tmp_path, capsys):
+    import associated_calorimeter as script
+
+    for more in (["--mode", "multi", "--z-channel"], ["--mode", "single", "--views", "side", "--z-channel"]):
+        with pytest.raises(SystemExit) as exit_info:
+            script.main(flags(tiny_data, tmp_path / "bad", *more))
+        assert exit_info.value.code == 2 and "--z-channel" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

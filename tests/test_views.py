@@ -156,3 +156,35 @@ def test_empty_batch_and_unknown_view(events):
         views.make_view(events, "bottom")
     assert views.fields_for(("top", "side"), radius_channel=True) == (
         "grid_column", "grid_layer", "grid_side", "radius", "wirez", "wirez_missing")
+
+
+def test_z_channel_on_the_top_view_only(events):
+    """Channels [hit, z, radius]: z = wirez / 1500 mm at hit cells (the larger of two listings), 0 without z."""
+    missing = np.zeros(int(events.hit_offsets[-1]), np.int8)
+    missing[::5] = 1
+    batch = EventBatch(events.hit_offsets, {**events.hits, "wirez_missing": missing}, events.track_offsets,
+                       events.tracks)
+    image = views.make_view(batch, "top", radius_channel=True, z_channel=True)
+    assert image.shape == (len(batch), 18, 113, 3) and views.n_channels("top", True, True) == 3
+    plain = reference_view(batch, "top", radius_channel=True)
+    np.testing.assert_array_equal(image[..., [0, 2]], plain)
+    expected = np.zeros((len(batch), 18, 113), np.float32)
+    touched = np.zeros((len(batch), 18, 113), bool)
+    event = batch.hit_event_index()
+    for hit in range(len(missing)):
+        pixel = (event[hit], geo.top_row(batch.grid_side[hit], batch.grid_layer[hit]), batch.grid_column[hit])
+        value = 0.0 if missing[hit] else np.float32(batch.wirez[hit] / 1500.0)
+        expected[pixel] = value if not touched[pixel] else max(expected[pixel], value)
+        touched[pixel] = True
+    np.testing.assert_allclose(image[..., 1], expected, rtol=1e-6)
+    assert np.abs(image[..., 1]).max() <= 1.04 and (image[..., 1] < 0).any()
+    # views with a z axis get no z channel; the compact path gives the same images
+    assert views.make_view(batch, "side", z_channel=True).shape[-1] == 1 and views.n_channels("front", False, True) == 1
+    small = views.compact(batch, ("top", "side"), radius_channel=True, z_channel=True)
+    inputs = views.view_inputs(small, ("top", "side"), True, z_channel=True)
+    np.testing.assert_array_equal(inputs["top"], image)
+    assert inputs["side"].shape[-1] == 2
+    specs = views.view_specs(("top", "side"), False, 8, z_channel=True)
+    assert specs["top"].shape[-1] == 2 and specs["top"].dtype.name == "float32" and specs["side"].dtype.name == "uint8"
+    assert views.fields_for("top", z_channel=True) == ("grid_column", "grid_layer", "grid_side", "wirez",
+                                                       "wirez_missing")
