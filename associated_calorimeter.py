@@ -48,6 +48,9 @@ def build_parser():
     task.add_argument("--squeeze", type=int, default=8,
                       help="channels of each branch's 1x1 convolution before flattening (default %(default)s)")
     task.add_argument("--units", type=int, default=64, help="features of each view's branch (default %(default)s)")
+    task.add_argument("--head", choices=("full", "factorised"), default="full",
+                      help="single: the cell softmax from one dense layer, or from a row term plus a column "
+                           "term plus a cell term (default %(default)s)")
     task.add_argument("--views", nargs="+", choices=VIEWS, default=list(VIEWS),
                       help="views the model reads (default: %(default)s)")
     task.add_argument("--compare", nargs="+", metavar="RUN", default=None,
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
         size = dict(filters=tuple(args.filters), squeeze=args.squeeze, units=args.units)
         if args.mode == "single":
             model = cli.build_in_scope(run, calorimeter.build_single, tuple(args.views), channels=channels,
-                                       z_channel=args.z_channel, **size)
+                                       z_channel=args.z_channel, head=args.head, **size)
         else:
             model = cli.build_in_scope(run, calorimeter.build_multi, tuple(args.views), channels=channels, **size,
                                        output=args.loss, max_tracks=None if args.no_count_head else args.max_tracks)

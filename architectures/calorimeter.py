@@ -97,14 +97,39 @@ def _trunk(features: list, dense: int, dropout: float, name: str):
     return layers.Dropout(dropout, name=f"{name}_dropout")(x)
 
 
+def cell_head(x, head: str = "full"):
+    """Softmax over the 330 cells of one side's grid, index ``row * 22 + column``: (B, 330) ``cell``.
+
+    ``head``: "full", one dense layer of 330 logits; "factorised", logit(row, column) = a_row +
+    b_column + c_cell with c (a dense layer of 330, initialised at zero) learning what the sum of a
+    row term and a column term misses (the column follows from the top view, the row from z, so
+    the sum is the right start and the model learns the two apart).
+    """
+    from keras import layers
+
+    if head == "full":
+        return layers.Dense(geo.CALO_GRID_CELLS, activation="softmax", name="cell")(x)  # (B, 330)
+    if head != "factorised":
+        raise ValueError(f"head must be 'full' or 'factorised', got {head!r}")
+    rows, columns = geo.CALO_GRID_ROWS, geo.CALO_GRID_COLUMNS
+    column = layers.RepeatVector(rows, name="column_by_row")(layers.Dense(columns, name="column_logits")(x))
+    row = layers.RepeatVector(columns, name="row_by_column")(layers.Dense(rows, name="row_logits")(x))
+    row = layers.Permute((2, 1), name="row_logits_grid")(row)  # (B, 15, 22)
+    cell = layers.Dense(geo.CALO_GRID_CELLS, kernel_initializer="zeros", name="cell_logits")(x)
+    cell = layers.Reshape((rows, columns), name="cell_logits_grid")(cell)
+    logits = layers.Flatten(name="grid_logits")(layers.Add(name="grid_sum")([row, column, cell]))  # (B, 330)
+    return layers.Activation("softmax", name="cell")(logits)
+
+
 def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, filters=(16, 32), squeeze: int = 8,
-                 units: int = 64, dense: int = 128, dropout: float = 0.2):
+                 units: int = 64, dense: int = 128, dropout: float = 0.2, head: str = "full"):
     """Single-label model: one track's views -> (B, 330) softmax ``cell`` on the track's side.
 
     ``views``: which of "top" (B, 18, 113, C), "side" (B, 30, 113, C), "front" (B, 30, 18, C) it
     reads, the track folded onto side 1 (top rows 0-8 and front columns 0-8 are empty and cropped
     away). ``channels``: 1 (hits / hit counts) or 2 (and the drift radius / 22 mm); ``z_channel``:
-    the top view also carries wirez / 1500 mm (its channel 1, before the radius). About 240k
+    the top view also carries wirez / 1500 mm (its channel 1, before the radius). ``head``: see
+    :func:`cell_head`. About 240k
     parameters with the defaults and the three views. Returns the uncompiled ``keras.Model``.
     """
     import keras
@@ -120,7 +145,7 @@ def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, fil
             x = layers.Cropping2D(crops[view], name=f"{view}_side1")(x)  # top (B, 9, 113, C), front (B, 30, 9, C)
         features.append(view_branch(x, view, pools=POOLS[view], filters=filters, squeeze=squeeze, units=units))
     x = _trunk(features, dense, dropout, "head")
-    cell = layers.Dense(geo.CALO_GRID_CELLS, activation="softmax", name="cell")(x)  # (B, 330)
+    cell = cell_head(x, head)  # (B, 330)
     return keras.Model(inputs if len(views) > 1 else inputs[views[0]], cell, name="calorimeter_single" + ("_z" if z_channel else ""))
 
 

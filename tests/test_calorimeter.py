@@ -383,3 +383,22 @@ def test_z_channel_needs_single_mode_and_the_top_view(tiny_data, tmp_path, capsy
             script.main(flags(tiny_data, tmp_path / "bad", *more))
         assert exit_info.value.code == 2 and "--z-channel" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_factorised_head_puts_row_and_column_at_row_times_22_plus_column():
+    import keras
+
+    from architectures import calorimeter
+    from snemo import geometry as geo
+
+    model = calorimeter.build_single(("top",), z_channel=True, filters=(4, 4), squeeze=2, units=8, head="factorised")
+    for name, size, hot in (("row_logits", geo.CALO_GRID_ROWS, 3), ("column_logits", geo.CALO_GRID_COLUMNS, 5)):
+        layer = model.get_layer(name)
+        bias = np.zeros(size, np.float32)
+        bias[hot] = 10.0
+        layer.set_weights([np.zeros_like(layer.get_weights()[0]), bias])
+    scores = keras.ops.convert_to_numpy(model(np.random.default_rng(0).random((2, 18, 113, 2), np.float32)))
+    assert scores.shape == (2, 330) and np.all(scores.argmax(axis=1) == geo.calo_grid_index(5, 3))
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="head"):
+        calorimeter.build_single(head="wide")
