@@ -67,6 +67,21 @@ def score(model, source, *, batch_size: int = 512) -> dict:
     return metrics.counting_metrics(targets, outputs, n_classes)
 
 
+def score_filtered(path, source, *, batch_size: int = 512) -> float:
+    """Accuracy of the counter at ``path`` on ``source`` as ``reconstruct.py`` counts: behind its
+    default pre-filter (isolated hits dropped, ``--isolated drop``); events left without hits count 0."""
+    import numpy as np
+
+    import clustering_inference as inference
+    import reconstruction
+    from snemo.events import read_events
+
+    batch = read_events(source)
+    kept = reconstruction.keep_hits(batch, ~reconstruction.isolated_hits(batch))
+    counts, _ = inference.predict_counts(inference.load_counter(path, flag="--model"), kept, batch_size=batch_size)
+    return float(np.mean(counts == batch.n_tracks))
+
+
 def load(path):
     """A counter from ``path`` (safe mode; the capsule layers registered first)."""
     import counting
@@ -155,7 +170,11 @@ def effect_sets(data: Path) -> dict:
 
 
 def robustness(models: dict, data: Path, out_dir: Path) -> dict:
-    """Accuracy of every model (name -> path) against each effect; writes <out_dir>/robustness.{json,png,pdf}."""
+    """Accuracy of every model (name -> path) against each effect; writes <out_dir>/robustness.{json,png,pdf}.
+
+    Per model: {"noise": {mean: accuracy}, "missing_z": {fraction: accuracy}} of the model alone, and
+    "noise_filtered": the same noise sets behind ``reconstruct.py``'s isolated-hit filter.
+    """
     from evaluate_common import merge_json
     from snemo import plots
 
@@ -163,25 +182,31 @@ def robustness(models: dict, data: Path, out_dir: Path) -> dict:
     updates = {}
     for name, path in models.items():
         model = load(path)
-        updates[name] = {"noise": {}, "missing_z": {}}
+        updates[name] = {"noise": {}, "missing_z": {}, "noise_filtered": {}}
         for (generator, effect, value), folder in sets.items():
             if generator == generator_of(name):
                 updates[name][effect][str(value)] = score(model, str(folder))["accuracy"]
+                if effect == "noise":
+                    updates[name]["noise_filtered"][str(value)] = score_filtered(path, str(folder))
         print(name, updates[name], flush=True)
     results = merge_json(out_dir / "robustness.json", updates, depth=1)
     pyplot = plots._pyplot()
-    figure, axes = pyplot.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    figure, axes = pyplot.subplots(1, 3, figsize=(15, 4.4), sharey=True)
     for name, result in results.items():
         style = "--" if name.endswith("toyhaystack") else "-"
         axes[0].plot(NOISE_MEANS, [100 * result["noise"][str(m)] for m in NOISE_MEANS], style, marker="o", label=name)
-        axes[1].plot([100 * f for f in MISSING_Z], [100 * result["missing_z"][str(f)] for f in MISSING_Z], style,
+        if "noise_filtered" in result:
+            axes[1].plot(NOISE_MEANS, [100 * result["noise_filtered"][str(m)] for m in NOISE_MEANS], style,
+                         marker="o", label=name)
+        axes[2].plot([100 * f for f in MISSING_Z], [100 * result["missing_z"][str(f)] for f in MISSING_Z], style,
                      marker="o", label=name)
-    axes[0].set_xlabel("noise hits per event (Poisson mean)")
-    axes[1].set_xlabel("hits without z (%)")
+    axes[0].set_xlabel("noise hits per event (Poisson mean): the model alone")
+    axes[1].set_xlabel("noise hits per event: behind reconstruct.py's isolated-hit filter")
+    axes[2].set_xlabel("hits without z (%)")
     axes[0].set_ylabel(f"accuracy on {4 * EVENTS_PER_COUNT:,} held-out events (%)")
     for axis in axes:
         axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower left")
+    axes[2].legend(fontsize=7, loc="lower left")
     figure.suptitle("Shipped track counters against one detector effect at a time (others clean)")
     figure.tight_layout()
     plots.save_figure(figure, out_dir / "robustness")

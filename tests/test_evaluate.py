@@ -200,3 +200,17 @@ def test_missing_column_folder_exits_2(tmp_path, capsys):
     assert evaluate.main(["clustering", "--generator", str(SHIPPED_COUNTER), "--data", str(tmp_path),
                           "--out", str(tmp_path / "json")]) == 2
     assert "no held-out folder" in capsys.readouterr().err and not (tmp_path / "json").exists()
+
+
+def test_counting_behind_the_isolated_hit_filter_recovers_noisy_events(tmp_path):
+    """score_filtered counts as reconstruct.py does (isolated hits dropped): on very noisy events it
+    must beat the same counter fed every hit, and stay high."""
+    import evaluate
+    from my_generator import my_generator
+
+    folder = tmp_path / "noisy"
+    assert my_generator.main(["--events", "30", "--seed", "31", "--out", str(folder), "--quiet",
+                              "--noise-hits", "10"]) == 0
+    alone = evaluate.score(evaluate.load(SHIPPED_COUNTER), str(folder))["accuracy"]
+    filtered = evaluate.score_filtered(SHIPPED_COUNTER, str(folder))
+    assert filtered >= 0.9 and filtered > alone
