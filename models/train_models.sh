@@ -80,18 +80,27 @@ stream_b() {
     step combined_toyhaystack $PY combined.py --data $TH --top models/top_toyhaystack.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 0 --steps-per-epoch 300 --batch-size 256
 }
 # Third release: the second-release counters (git, commit a803032, copied to runs/r2/) trained
-# further on the same mix at a lower rate; the front counter, cheap and furthest from its target,
-# for the most samples; the combined counter rebuilt from the new views, then fine-tuned end to end.
+# further on the mix (now with the noisier subset) at a lower rate; the front counter, cheap and
+# furthest from its target, for the most samples; the combined counter rebuilt from the new views
+# (frozen phase), then fine-tuned end to end.
 R3_TUNE="--batch-size 256 --learning-rate 5e-4 --lr-schedule cosine"
-stream_r3() {
+r3_init() {
     mkdir -p runs/r2
     for name in top_my_generator side_my_generator front_my_generator; do
         [ -f runs/r2/$name.keras ] || git show "a803032:models/$name.keras" > runs/r2/$name.keras
     done
+}
+stream_r3a() {  # front, top, then (once stream r3b shipped side) the combined counter
+    r3_init
     step_as front_my_generator_r3 front_my_generator $PY number_of_tracks_classification.py --view front --data $MG --init-model runs/r2/front_my_generator.keras --epochs 8 --steps-per-epoch 500 $R3_TUNE
-    step_as top_my_generator_r3 top_my_generator $PY number_of_tracks_classification.py --view top --data $MG --init-model runs/r2/top_my_generator.keras --epochs 3 --steps-per-epoch 500 $R3_TUNE
-    step_as side_my_generator_r3 side_my_generator $PY number_of_tracks_classification.py --view side --data $MG --init-model runs/r2/side_my_generator.keras --epochs 3 --steps-per-epoch 500 $R3_TUNE
-    step_as combined_my_generator_r3 combined_my_generator $PY combined.py --data $MG --top models/top_my_generator.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 1 --finetune-learning-rate 1e-4 --steps-per-epoch 300 --batch-size 256
+    step_as top_my_generator_r3 top_my_generator $PY number_of_tracks_classification.py --view top --data $MG --init-model runs/r2/top_my_generator.keras --epochs 3 --steps-per-epoch 400 $R3_TUNE
+    wait_for side_my_generator_r3
+    step_as combined_my_generator_r3 combined_my_generator $PY combined.py --data $MG --top models/top_my_generator.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 1 --finetune-learning-rate 1e-4 --steps-per-epoch 200 --batch-size 256
+}
+stream_r3b() {  # side, after the calorimeter run of models/train_task_models.sh (STREAM=c) when one runs
+    r3_init
+    [ -z "${AFTER:-}" ] || while [ ! -f "$AFTER" ]; do sleep 30; done
+    step_as side_my_generator_r3 side_my_generator $PY number_of_tracks_classification.py --view side --data $MG --init-model runs/r2/side_my_generator.keras --epochs 3 --steps-per-epoch 400 $R3_TUNE
 }
 # The clean first-release counters the fine-tuning starts from (git history keeps them).
 mkdir -p runs/init
@@ -102,7 +111,8 @@ case ${STREAM:-} in
     data) ;;
     a) stream_a ;;
     b) stream_b ;;
-    r3) stream_r3 ;;  # the third release, after a and b
+    r3a) stream_r3a ;;  # the third release, after a and b: STREAM=r3a ... & STREAM=r3b ... &
+    r3b) stream_r3b ;;
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"
