@@ -48,6 +48,9 @@ def build_parser():
     task.add_argument("--squeeze", type=int, default=8,
                       help="channels of each branch's 1x1 convolution before flattening (default %(default)s)")
     task.add_argument("--units", type=int, default=64, help="features of each view's branch (default %(default)s)")
+    task.add_argument("--line-input", action="store_true",
+                      help="single: the model also reads the straight-line fit of the track's hits "
+                           "(datasets/line_fit.py: where it reaches the wall, its slopes)")
     task.add_argument("--head", choices=("full", "factorised"), default="full",
                       help="single: the cell softmax from one dense layer, or from a row term plus a column "
                            "term plus a cell term (default %(default)s)")
@@ -67,6 +70,8 @@ def main(argv=None) -> int:
         parser.error(f"--views must not repeat a view, got {' '.join(args.views)}")
     if args.z_channel and (args.mode != "single" or "top" not in args.views):
         parser.error("--z-channel needs --mode single and the top view among --views")
+    if args.line_input and args.mode != "single":
+        parser.error("--line-input needs --mode single")
     if min(args.filters) < 1 or args.squeeze < 1 or args.units < 1:
         parser.error(f"--filters, --squeeze and --units must be positive, got {args.filters}, {args.squeeze}, "
                      f"{args.units}")
@@ -90,7 +95,8 @@ def main(argv=None) -> int:
         size = dict(filters=tuple(args.filters), squeeze=args.squeeze, units=args.units)
         if args.mode == "single":
             model = cli.build_in_scope(run, calorimeter.build_single, tuple(args.views), channels=channels,
-                                       z_channel=args.z_channel, head=args.head, **size)
+                                       z_channel=args.z_channel, head=args.head, line_input=args.line_input,
+                                       **size)
         else:
             model = cli.build_in_scope(run, calorimeter.build_multi, tuple(args.views), channels=channels, **size,
                                        output=args.loss, max_tracks=None if args.no_count_head else args.max_tracks)

@@ -36,7 +36,8 @@ def load(run: cli.Run):
                    streaming=args.streaming, shard=run.shard, skip_out_of_range=args.skip_out_of_range)
     if args.mode == "single":
         from datasets import associated_calohit_singlelabel as loader
-        splits = loader.load(data, fold=True, event_tracks=True, z_channel=args.z_channel, **options)
+        splits = loader.load(data, fold=True, event_tracks=True, z_channel=args.z_channel,
+                             line_input=args.line_input, **options)
     else:
         from datasets import associated_calohit_multilabel as loader
         splits = loader.load(data, target=args.loss, max_tracks=args.max_tracks, count_target=True, **options)

@@ -88,6 +88,7 @@ class CaloModel:
     radius_channel: bool
     forward: object = None
     z_channel: bool = False
+    line_input: bool = False
 
     def predict(self, events: EventBatch, make_inputs, batch_size: int) -> np.ndarray:
         """The cell scores of ``events``, ``batch_size`` events at a time (memory bounded by the batch).
@@ -113,7 +114,7 @@ def load_calorimeter(path, mode: str, *, flag: str) -> CaloModel:
     from snemo import cli
 
     model = cli.load_keras_model(path, flag=flag)
-    names = tuple(tensor.name.split(":")[0] for tensor in model.inputs)
+    names = tuple(tensor.name.split(":")[0] for tensor in model.inputs if tensor.name.split(":")[0] != "line")
     if not names or any(name not in ("top", "side", "front") for name in names):
         raise ValueError(f"{flag} {path}: not a calorimeter model (its inputs are {list(names)}, "
                          f"expected views among top, side, front)")
@@ -128,7 +129,7 @@ def load_calorimeter(path, mode: str, *, flag: str) -> CaloModel:
     except ValueError as error:
         raise ValueError(f"{flag} {path}: {error}") from None
     return CaloModel(model, mode, names, channels["radius_channel"], inference.forward_function(model),
-                     channels["z_channel"])
+                     channels["z_channel"], channels["line_input"])
 
 
 @dataclass
@@ -177,7 +178,8 @@ def clustered_cells(calo: CaloModel, batch: EventBatch, labels, *, batch_size: i
 
     clusters, cluster_event, cluster_label = clusters_as_events(batch, labels)
     scores = calo.predict(clusters, lambda part: single.model_inputs(part, calo.views, calo.radius_channel,
-                                                                          z_channel=calo.z_channel),
+                                                                          z_channel=calo.z_channel,
+                                                                          line_input=calo.line_input),
                           batch_size)  # (m, 330)
     best = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
     row, column = np.divmod(best, geo.CALO_GRID_COLUMNS)

@@ -20,7 +20,9 @@ layer and the output.
 
 Inputs are named after their views ("top", "side", "front"), so ``model.input_names`` tell which
 views a model reads; :func:`input_channels` tells its channels (a single-label model with the z
-channel on its top view is named ``calorimeter_single_z``). Functional Keras 3, no Lambda layer: loadable with ``safe_mode=True``.
+channel on its top view is named ``calorimeter_single_z``). A single-label model may also read
+"line" (B, 8), the straight-line fit of the track's hits (:mod:`datasets.line_fit`): where the
+track reaches the wall, which the views show only binned. Functional Keras 3, no Lambda layer: loadable with ``safe_mode=True``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from __future__ import annotations
 from snemo import geometry as geo
 
 VIEWS = ("top", "side", "front")
+LINE_INPUT = "line"  # name of the line-fit input
+LINE_FEATURES = 8  # datasets.line_fit.N_FEATURES
 VIEW_SHAPES = {"top": geo.TOP_SHAPE, "side": geo.SIDE_SHAPE, "front": geo.FRONT_SHAPE}
 # Per view: max-pooling after each block, as (rows, columns); for the top view of one folded
 # track the 9 layers are the rows, for the front view the 30 z bins are the rows.
@@ -75,17 +79,20 @@ def _inputs(views, channels: int, z_channel: bool = False):
 
 
 def input_channels(model) -> dict:
-    """{"radius_channel": bool, "z_channel": bool} of a calorimeter model, from its inputs and name.
+    """{"radius_channel", "z_channel", "line_input"} (bools) of a calorimeter model, from its inputs and name.
 
-    Channels are [hit, z (top view only), radius] (:func:`datasets.views.make_view`). Raises
+    Channels are [hit, z (top view only), radius] (:func:`datasets.views.make_view`); ``line_input``:
+    the model also reads the input "line" (:func:`datasets.line_fit.line_features`). Raises
     ValueError when the input shapes fit no such layout.
     """
-    z_channel = str(model.name).endswith("_z")
+    name = str(model.name)
+    z_channel = name.startswith("calorimeter_single") and "z" in name.split("_")
     shapes = {tensor.name.split(":")[0]: int(tensor.shape[-1]) for tensor in model.inputs}
+    line_input = shapes.pop(LINE_INPUT, None) is not None
     for radius_channel in (False, True):
         wanted = {view: 1 + int(radius_channel) + int(z_channel and view == "top") for view in shapes}
         if wanted == shapes:
-            return {"radius_channel": radius_channel, "z_channel": z_channel}
+            return {"radius_channel": radius_channel, "z_channel": z_channel, "line_input": line_input}
     raise ValueError(f"model {model.name!r}: input channels {shapes} fit no layout [hit, z (top), radius]")
 
 
@@ -122,14 +129,16 @@ def cell_head(x, head: str = "full"):
 
 
 def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, filters=(16, 32), squeeze: int = 8,
-                 units: int = 64, dense: int = 128, dropout: float = 0.2, head: str = "full"):
+                 units: int = 64, dense: int = 128, dropout: float = 0.2, head: str = "full",
+                 line_input: bool = False):
     """Single-label model: one track's views -> (B, 330) softmax ``cell`` on the track's side.
 
     ``views``: which of "top" (B, 18, 113, C), "side" (B, 30, 113, C), "front" (B, 30, 18, C) it
     reads, the track folded onto side 1 (top rows 0-8 and front columns 0-8 are empty and cropped
     away). ``channels``: 1 (hits / hit counts) or 2 (and the drift radius / 22 mm); ``z_channel``:
     the top view also carries wirez / 1500 mm (its channel 1, before the radius). ``head``: see
-    :func:`cell_head`. About 240k
+    :func:`cell_head`. ``line_input``: a further input "line" (B, 8) (the line fit), which enters
+    the trunk both as it is and through a dense layer of 64. About 240k
     parameters with the defaults and the three views. Returns the uncompiled ``keras.Model``.
     """
     import keras
@@ -144,9 +153,14 @@ def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, fil
         if view in crops:
             x = layers.Cropping2D(crops[view], name=f"{view}_side1")(x)  # top (B, 9, 113, C), front (B, 30, 9, C)
         features.append(view_branch(x, view, pools=POOLS[view], filters=filters, squeeze=squeeze, units=units))
+    if line_input:
+        line = keras.Input(shape=(LINE_FEATURES,), name=LINE_INPUT)  # (B, 8)
+        inputs[LINE_INPUT] = line
+        features += [line, layers.Dense(64, activation="relu", name="line_dense")(line)]
     x = _trunk(features, dense, dropout, "head")
     cell = cell_head(x, head)  # (B, 330)
-    return keras.Model(inputs if len(views) > 1 else inputs[views[0]], cell, name="calorimeter_single" + ("_z" if z_channel else ""))
+    return keras.Model(inputs if len(inputs) > 1 else inputs[views[0]], cell,
+                       name="calorimeter_single" + ("_z" if z_channel else "") + ("_line" if line_input else ""))
 
 
 def build_multi(views=VIEWS, *, channels: int = 1, output: str = "softmax", max_tracks: int | None = None,

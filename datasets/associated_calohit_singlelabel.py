@@ -25,11 +25,14 @@ import numpy as np
 
 from datasets import common, views
 from datasets.common import Splits
+from datasets.line_fit import N_FEATURES as N_LINE_FEATURES
+from datasets.line_fit import line_features
 from datasets.tracks import n_tracks_with_hits, tracks_as_events
 from snemo import geometry as geo
 from snemo.events import EventBatch
 
 CALO_FIELDS = ("calo_side", "calo_column", "calo_row")
+LINE_FIELDS = ("grid_layer", "grid_column", "wirez", "wirez_missing")
 
 
 def grid_class_names() -> list[str]:
@@ -59,17 +62,20 @@ def track_side(batch: EventBatch) -> np.ndarray:
 
 
 def model_inputs(tracks: EventBatch, view=("top", "side", "front"), radius_channel: bool = False, *, fold=True,
-                 z_channel: bool = False):
+                 z_channel: bool = False, line_input: bool = False):
     """Float32 model inputs of one-track events (a cluster per event): (n, H, W, C) or a dict by view.
 
     ``view``: the views the model reads (its input names); the hits are folded onto side 1 as in
-    training (``fold``); channels as :func:`datasets.views.make_view`. Needs the branches of
-    :func:`datasets.views.fields_for` of those views.
+    training (``fold``); channels as :func:`datasets.views.make_view`; ``line_input`` adds "line",
+    the (n, 8) :func:`datasets.line_fit.line_features` (the result is then always a dict). Needs the
+    branches of :func:`datasets.views.fields_for` of those views (and wirez for the line).
     """
     names = views.parse_views(view)
     batch = fold_to_side1(tracks) if fold else tracks
     images = {name: views.make_view(batch, name, radius_channel, z_channel) for name in names}
-    return images[names[0]] if len(names) == 1 else images
+    if line_input:
+        images["line"] = line_features(tracks)
+    return images[names[0]] if len(images) == 1 else images
 
 
 def with_event_tracks(batch: EventBatch) -> EventBatch:
@@ -81,11 +87,12 @@ def with_event_tracks(batch: EventBatch) -> EventBatch:
 
 
 def load(source, *, view="top", radius_channel: bool = False, fold: bool = False, event_tracks: bool = False,
-         z_channel: bool = False, **options) -> Splits:
+         z_channel: bool = False, line_input: bool = False, **options) -> Splits:
     """Train / validation / test datasets of (track views, one-hot grid cell) pairs.
 
     ``view``: "top" | "side" | "front" or a tuple of them (a dict of inputs). ``radius_channel`` /
-    ``z_channel``: the extra channels of :func:`datasets.views.make_view`. ``fold``: draw every track on side 1 (see the module docstring; the calorimeter models
+    ``z_channel``: the extra channels of :func:`datasets.views.make_view`. ``line_input``: inputs
+    are a dict with "line" too, the (B, 8) :func:`datasets.line_fit.line_features` of the track. ``fold``: draw every track on side 1 (see the module docstring; the calorimeter models
     expect it). ``event_tracks``: labels become {"cell": (B, 330), "event_tracks": int32 (B,), the
     number of tracks of each track's event} (a script maps them back to the cell for training).
     ``n_train`` etc. count tracks. ``options``: the common loader arguments (see
@@ -101,12 +108,17 @@ def load(source, *, view="top", radius_channel: bool = False, fold: bool = False
         small = views.compact(fold_to_side1(tracks) if fold else tracks, names, radius_channel, z_channel=z_channel)
         small.tracks = {"cell": geo.calo_grid_index(tracks.calo_column, tracks.calo_row).astype(np.int16),
                         "event_tracks": tracks.tracks["event_tracks"]}
+        if line_input:
+            small.tracks["line"] = line_features(tracks)
         return small
 
     def convert(small: EventBatch):
         labels = np.zeros((len(small), geo.CALO_GRID_CELLS), dtype=np.float32)
         labels[np.arange(len(small)), small.tracks["cell"]] = 1.0  # one track per example
         inputs = views.view_inputs(small, names, radius_channel, z_channel)  # (B, H, W, C) or a dict
+        if line_input:
+            inputs = dict(inputs) if isinstance(inputs, dict) else {names[0]: inputs}
+            inputs["line"] = small.tracks["line"]
         if event_tracks:
             return inputs, {"cell": labels, "event_tracks": small.tracks["event_tracks"].astype(np.int32)}
         return inputs, labels  # (B, 330)
@@ -114,16 +126,21 @@ def load(source, *, view="top", radius_channel: bool = False, fold: bool = False
     def signature(batch_dim):
         cell = tf.TensorSpec((batch_dim, geo.CALO_GRID_CELLS), tf.float32)
         labels = {"cell": cell, "event_tracks": tf.TensorSpec((batch_dim,), tf.int32)} if event_tracks else cell
-        return views.view_specs(names, radius_channel, batch_dim, z_channel), labels
+        specs = views.view_specs(names, radius_channel, batch_dim, z_channel)
+        if line_input:
+            specs = dict(specs) if isinstance(specs, dict) else {names[0]: specs}
+            specs["line"] = tf.TensorSpec((batch_dim, N_LINE_FEATURES), tf.float32)
+        return specs, labels
 
     info = dict(views=names, shapes={v: views.VIEW_SHAPES[v] + (views.n_channels(v, radius_channel, z_channel),)
-                                     for v in names}, z_channel=z_channel,
+                                     for v in names}, z_channel=z_channel, line_input=line_input,
                 class_names=grid_class_names(), n_classes=geo.CALO_GRID_CELLS, examples="tracks", fold=fold,
                 side=("tracks drawn on side 1 (folded); the cell's side is that of the track's hits" if fold else
                       "the track's side is visible in the input (top rows 0-8 side 0, 9-17 side 1); the label is "
                       "the cell on that side") + "; test_events.calo_side gives it per example")
     task = common.Task(name="associated_calohit_singlelabel",
-                       fields=views.fields_for(names, radius_channel, z_channel) + CALO_FIELDS,
+                       fields=tuple(sorted(set(views.fields_for(names, radius_channel, z_channel) + CALO_FIELDS
+                                         + (LINE_FIELDS if line_input else ())))),
                        convert=convert, signature=signature, to_examples=with_event_tracks, compact=compact,
                        n_examples=n_tracks_with_hits, info=info)
     return common.build_splits(task, source, **options)

@@ -46,13 +46,15 @@ stream_b() {
         --counter models/top_my_generator.keras --displays 2 --no-adversarial
 }
 # Second single-label calorimeter model: the top view with each hit's z and drift radius as channels
-# (unbinned), the front view, wider branches, the factorised head (row + column + cell logits);
-# shipped if better. (A first try, top view alone with the full head, learned slower than the
-# first model: validation 63.6 % after 4 epochs against 79.9 %; stopped.)
+# (unbinned), the front view, the straight-line fit of the track's hits as a further input
+# (datasets/line_fit.py), wider branches, the factorised head (row + column + cell logits).
+# Tried first and stopped (runs/models/calorimeter_single_z_*): the top view alone with the full
+# head (validation 63.6 % after 4 epochs, the first model had 79.9 %), then top + front with the
+# factorised head without the line (78.1 / 78.6 % after 1 / 2 epochs: the first model's level).
 calorimeter_single_z() {
     step calorimeter_single_z_my_generator $PY associated_calorimeter.py --mode single --data $MG --max-events 200000 \
-        --views top front --z-channel --radius-channel --filters 32 64 --squeeze 16 --units 128 --head factorised \
-        --epochs 10 --steps-per-epoch 400 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine
+        --views top front --z-channel --radius-channel --line-input --filters 32 64 --squeeze 16 --units 128 \
+        --head factorised --epochs 8 --steps-per-epoch 400 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine
 }
 case ${STREAM:-} in
     c) calorimeter_single_z ;;

@@ -346,13 +346,18 @@ def test_single_model_with_z_channel_tells_its_channels(tmp_path):
         [tuple(t.shape[1:]) for t in model.inputs] == [(30, 113, 2), (18, 113, 3)]
     model.save(tmp_path / "z.keras")
     loaded = keras.models.load_model(tmp_path / "z.keras", safe_mode=True)
-    assert calorimeter.input_channels(loaded) == {"radius_channel": True, "z_channel": True}
-    top_only = calorimeter.build_single(("top",), channels=1, z_channel=True, filters=(8, 8), squeeze=4, units=16)
-    assert calorimeter.input_channels(top_only) == {"radius_channel": False, "z_channel": True}
+    assert calorimeter.input_channels(loaded) == {"radius_channel": True, "z_channel": True, "line_input": False}
+    top_only = calorimeter.build_single(("top",), channels=1, z_channel=True, filters=(8, 8), squeeze=4, units=16,
+                                        line_input=True)
+    assert calorimeter.input_channels(top_only) == {"radius_channel": False, "z_channel": True, "line_input": True}
     radius_only = calorimeter.build_single(("top",), channels=2, filters=(8, 8), squeeze=4, units=16)
-    assert calorimeter.input_channels(radius_only) == {"radius_channel": True, "z_channel": False}
+    assert calorimeter.input_channels(radius_only) == {"radius_channel": True, "z_channel": False,
+                                                       "line_input": False}
     assert calorimeter.input_channels(calorimeter.build_multi(("top", "front"))) == \
-        {"radius_channel": False, "z_channel": False}
+        {"radius_channel": False, "z_channel": False, "line_input": False}
+    line = calorimeter.build_single(("front",), line_input=True, filters=(8, 8), squeeze=4, units=16)
+    assert calorimeter.input_channels(line) == {"radius_channel": False, "z_channel": False, "line_input": True}
+    assert line.name == "calorimeter_single_line"
 
 
 def test_single_mode_with_z_channel_trains_and_reconstructs_from_it(tiny_data, tmp_path):
@@ -363,25 +368,30 @@ def test_single_mode_with_z_channel_trains_and_reconstructs_from_it(tiny_data, t
 
     out = tmp_path / "z"
     assert script.main(flags(tiny_data, out, "--mode", "single", "--views", "top", "--z-channel", "--radius-channel",
-                             "--filters", "8", "8", "--squeeze", "4", "--units", "16")) == 0
+                             "--line-input", "--head", "factorised", "--filters", "8", "8", "--squeeze", "4",
+                             "--units", "16")) == 0
     metrics, _ = check_run(out, "single")
     assert metrics["test"]["n_tracks"] > 0
     calo = reconstruction.load_calorimeter(out / "model.keras", "single", flag="--calo-single")
-    assert calo.views == ("top",) and calo.radius_channel and calo.z_channel
+    assert calo.views == ("top",) and calo.radius_channel and calo.z_channel and calo.line_input
     batch = read_events(tiny_data)
     labels = np.zeros(int(batch.hit_offsets[-1]), np.int64)  # every hit in cluster 0
     cells = reconstruction.clustered_cells(calo, batch, labels, batch_size=16)
     assert len(cells.column) == len(batch) and np.all((cells.column >= 0) & (cells.column < 22))
     assert model_inputs(batch[:4], ("top",), True, z_channel=True).shape == (4, 18, 113, 3)
+    inputs = model_inputs(batch[:4], ("top",), True, z_channel=True, line_input=True)
+    assert set(inputs) == {"top", "line"} and inputs["line"].shape == (4, 8)
 
 
 def test_z_channel_needs_single_mode_and_the_top_view(tiny_data, tmp_path, capsys):
     import associated_calorimeter as script
 
-    for more in (["--mode", "multi", "--z-channel"], ["--mode", "single", "--views", "side", "--z-channel"]):
+    for more, flag in ((["--mode", "multi", "--z-channel"], "--z-channel"),
+                       (["--mode", "single", "--views", "side", "--z-channel"], "--z-channel"),
+                       (["--mode", "multi", "--line-input"], "--line-input")):
         with pytest.raises(SystemExit) as exit_info:
             script.main(flags(tiny_data, tmp_path / "bad", *more))
-        assert exit_info.value.code == 2 and "--z-channel" in capsys.readouterr().err
+        assert exit_info.value.code == 2 and flag in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 
