@@ -21,7 +21,7 @@ layer and the output.
 Inputs are named after their views ("top", "side", "front"), so ``model.input_names`` tell which
 views a model reads; :func:`input_channels` tells its channels (a single-label model with the z
 channel on its top view is named ``calorimeter_single_z``). A single-label model may also read
-"line" (B, 8), the straight-line fit of the track's hits (:mod:`datasets.line_fit`): where the
+"line" (B, 264), the straight-line fit of the track's hits (:mod:`datasets.line_fit`): where the
 track reaches the wall, which the views show only binned. Functional Keras 3, no Lambda layer: loadable with ``safe_mode=True``.
 """
 
@@ -31,7 +31,7 @@ from snemo import geometry as geo
 
 VIEWS = ("top", "side", "front")
 LINE_INPUT = "line"  # name of the line-fit input
-LINE_FEATURES = 8  # datasets.line_fit.N_FEATURES
+LINE_FEATURES = 264  # datasets.line_fit.N_FEATURES
 VIEW_SHAPES = {"top": geo.TOP_SHAPE, "side": geo.SIDE_SHAPE, "front": geo.FRONT_SHAPE}
 # Per view: max-pooling after each block, as (rows, columns); for the top view of one folded
 # track the 9 layers are the rows, for the front view the 30 z bins are the rows.
@@ -137,7 +137,7 @@ def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, fil
     reads, the track folded onto side 1 (top rows 0-8 and front columns 0-8 are empty and cropped
     away). ``channels``: 1 (hits / hit counts) or 2 (and the drift radius / 22 mm); ``z_channel``:
     the top view also carries wirez / 1500 mm (its channel 1, before the radius). ``head``: see
-    :func:`cell_head`. ``line_input``: a further input "line" (B, 8) (the line fit), which enters
+    :func:`cell_head`. ``line_input``: a further input "line" (B, 264) (the line fit), which enters
     the trunk both as it is and through a dense layer of 64. About 240k
     parameters with the defaults and the three views. Returns the uncompiled ``keras.Model``.
     """
@@ -154,7 +154,7 @@ def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, fil
             x = layers.Cropping2D(crops[view], name=f"{view}_side1")(x)  # top (B, 9, 113, C), front (B, 30, 9, C)
         features.append(view_branch(x, view, pools=POOLS[view], filters=filters, squeeze=squeeze, units=units))
     if line_input:
-        line = keras.Input(shape=(LINE_FEATURES,), name=LINE_INPUT)  # (B, 8)
+        line = keras.Input(shape=(LINE_FEATURES,), name=LINE_INPUT)  # (B, 264)
         inputs[LINE_INPUT] = line
         features += [line, layers.Dense(64, activation="relu", name="line_dense")(line)]
     x = _trunk(features, dense, dropout, "head")

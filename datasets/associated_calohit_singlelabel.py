@@ -67,7 +67,7 @@ def model_inputs(tracks: EventBatch, view=("top", "side", "front"), radius_chann
 
     ``view``: the views the model reads (its input names); the hits are folded onto side 1 as in
     training (``fold``); channels as :func:`datasets.views.make_view`; ``line_input`` adds "line",
-    the (n, 8) :func:`datasets.line_fit.line_features` (the result is then always a dict). Needs the
+    the (n, 264) :func:`datasets.line_fit.line_features` (the result is then always a dict). Needs the
     branches of :func:`datasets.views.fields_for` of those views (and wirez for the line).
     """
     names = views.parse_views(view)
@@ -92,8 +92,8 @@ def load(source, *, view="top", radius_channel: bool = False, fold: bool = False
 
     ``view``: "top" | "side" | "front" or a tuple of them (a dict of inputs). ``radius_channel`` /
     ``z_channel``: the extra channels of :func:`datasets.views.make_view`. ``line_input``: inputs
-    are a dict with "line" too, the (B, 8) :func:`datasets.line_fit.line_features` of the track. ``fold``: draw every track on side 1 (see the module docstring; the calorimeter models
-    expect it). ``event_tracks``: labels become {"cell": (B, 330), "event_tracks": int32 (B,), the
+    are a dict with "line" too, the (B, 264) :func:`datasets.line_fit.line_features` of the track.
+    ``fold``: draw every track on side 1 (see the module docstring; the calorimeter models expect it). ``event_tracks``: labels become {"cell": (B, 330), "event_tracks": int32 (B,), the
     number of tracks of each track's event} (a script maps them back to the cell for training).
     ``n_train`` etc. count tracks. ``options``: the common loader arguments (see
     :func:`datasets.common.build_splits`); the split is made on events, so the tracks of one event

@@ -5,9 +5,11 @@ in the front view (z against layer). The calorimeter cell it hits is where that 
 calorimeter walls, beyond the last layer, which a CNN finds hard to read precisely off binned
 images. :func:`line_features` fits both lines to every event's hits at once (one event = one
 track or one cluster) by least squares and returns where they reach the tracker's outer face,
-their slopes and how well the event constrains them, scaled to about [-1, 1]. The model learns
-the corrections (edges, tracks leaving through an X-wall or the gamma veto, tracks that do not
-reach the wall).
+their slopes and how well the event constrains them, scaled to about [-1, 1], followed by the
+two wall positions encoded on fine radial-basis grids (one Gaussian bump per tracker column,
+one per 30 mm of z), from which a dense layer reads any binning of the wall into calorimeter
+cells almost linearly. The model learns the corrections (edges, tracks leaving through an X-wall
+or the gamma veto, tracks that do not reach the wall).
 
 Coordinates (cell units, as the toys): u = layer + 0.5 (the wire), c = column + 0.5, z = wirez /
 44 mm; only hits with z enter the z fit. Vectorised: per-event sums with ``np.bincount``.
@@ -20,11 +22,13 @@ import numpy as np
 from snemo import geometry as geo
 from snemo.events import EventBatch
 
-N_FEATURES = 8
 FEATURE_NAMES = ("column_at_wall", "z_at_wall", "top_angle", "front_angle", "layers_spanned",
                  "hits_with_z", "column_at_foil", "z_at_foil")
 _WALL_U = float(geo.N_LAYERS)  # the tracker's outer face, u = 9
 _HALF_HEIGHT = geo.TRACKER_HALF_Z / geo.CELL_PITCH  # 34.09 cell units
+COLUMN_CENTRES = np.arange(-5.5, geo.N_COLUMNS + 6.0, 1.0)  # column centres at the wall, -5.5 .. 118.5 (125)
+Z_CENTRES = np.arange(-1.3, 1.3001, 0.02)  # z at the wall / half height, about 30 mm apart (131)
+N_FEATURES = len(FEATURE_NAMES) + len(COLUMN_CENTRES) + len(Z_CENTRES)  # 264
 
 
 def _fit(event, u, y, n_events: int):
@@ -45,14 +49,24 @@ def _fit(event, u, y, n_events: int):
     return intercept, slope, well_posed
 
 
+def _bumps(values: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(n, len(centres)) Gaussian bumps exp(-(value - centre)^2 / (2 spacing^2)) of each value."""
+    spacing = centres[1] - centres[0]
+    return np.exp(-0.5 * ((values[:, None] - centres[None, :]) / spacing) ** 2)
+
+
 def line_features(batch: EventBatch) -> np.ndarray:
-    """(n_events, 8) float32 line-fit features of each event's hits (see :data:`FEATURE_NAMES`).
+    """(n_events, 264) float32 line-fit features of each event's hits.
+
+    The first 8 (:data:`FEATURE_NAMES`):
 
     column_at_wall: fitted column at u = 9 / 113 (clipped to [-0.5, 1.5]); z_at_wall: fitted z at
     u = 9 / 1500 mm (clipped to [-1.5, 1.5]); top_angle, front_angle: arctan of the slopes /
     (pi / 2), in (-1, 1), +-1 where every hit is in one layer (a track along the foil); layers_spanned:
     (last - first layer + 1) / 9; hits_with_z: fraction of the hits with z; column_at_foil and
-    z_at_foil: the lines at u = 0, scaled and clipped as at the wall. An event without hits is all zeros.
+    z_at_foil: the lines at u = 0, scaled and clipped as at the wall. Then the fitted column at
+    u = 9 on :data:`COLUMN_CENTRES` and the fitted z at u = 9 (/ half height) on :data:`Z_CENTRES`
+    (:func:`_bumps`). An event without hits is all zeros.
     """
     n_events = len(batch)
     event = batch.hit_event_index()
@@ -74,9 +88,11 @@ def line_features(batch: EventBatch) -> np.ndarray:
     top_angle = np.where(along, 1.0, np.arctan(b_col) / (np.pi / 2))
     front_angle = np.where(~posed_z & (n_hits > 1), 0.0, np.arctan(b_z) / (np.pi / 2))
     width = float(geo.N_COLUMNS)
-    features = np.stack([
-        np.clip((a_col + b_col * _WALL_U) / width, -0.5, 1.5),
-        np.clip((a_z + b_z * _WALL_U) / _HALF_HEIGHT, -1.5, 1.5),
+    column_at_wall = np.clip(a_col + b_col * _WALL_U, -0.5 * width, 1.5 * width)
+    z_at_wall = np.clip((a_z + b_z * _WALL_U) / _HALF_HEIGHT, -1.5, 1.5)
+    scalars = np.stack([
+        column_at_wall / width,
+        z_at_wall,
         top_angle,
         front_angle,
         np.where(n_hits > 0, (last - first + 1) / geo.N_LAYERS, 0.0),
@@ -84,5 +100,6 @@ def line_features(batch: EventBatch) -> np.ndarray:
         np.clip(a_col / width, -0.5, 1.5),
         np.clip(a_z / _HALF_HEIGHT, -1.5, 1.5),
     ], axis=1)
+    features = np.concatenate([scalars, _bumps(column_at_wall, COLUMN_CENTRES), _bumps(z_at_wall, Z_CENTRES)], axis=1)
     features[n_hits == 0] = 0.0
     return features.astype(np.float32)

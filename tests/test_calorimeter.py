@@ -380,7 +380,7 @@ def test_single_mode_with_z_channel_trains_and_reconstructs_from_it(tiny_data, t
     assert len(cells.column) == len(batch) and np.all((cells.column >= 0) & (cells.column < 22))
     assert model_inputs(batch[:4], ("top",), True, z_channel=True).shape == (4, 18, 113, 3)
     inputs = model_inputs(batch[:4], ("top",), True, z_channel=True, line_input=True)
-    assert set(inputs) == {"top", "line"} and inputs["line"].shape == (4, 8)
+    assert set(inputs) == {"top", "line"} and inputs["line"].shape == (4, 264)
 
 
 def test_z_channel_needs_single_mode_and_the_top_view(tiny_data, tmp_path, capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets.line_fit import FEATURE_NAMES, N_FEATURES, line_features
+from datasets.line_fit import COLUMN_CENTRES, FEATURE_NAMES, N_FEATURES, Z_CENTRES, line_features
 from snemo import geometry as geo
 from snemo.events import EventBatch, offsets_from_counts
 
@@ -32,12 +32,18 @@ def test_a_straight_track_is_extrapolated_to_the_wall_and_the_foil():
     missing[4] = 1
     wirez = np.where(missing == 1, 999.0, z_cells * geo.CELL_PITCH)  # a hit without z does not enter the z fit
     f = line_features(batch_of([(layers, columns, wirez, missing)]))
-    assert f.shape == (1, N_FEATURES) == (1, len(FEATURE_NAMES)) and f.dtype == np.float32
+    assert f.shape == (1, N_FEATURES) == (1, len(FEATURE_NAMES) + len(COLUMN_CENTRES) + len(Z_CENTRES))
+    assert f.dtype == np.float32
     np.testing.assert_allclose(f[0, 0], (39.5 + 2 * 9) / 113, rtol=1e-5)  # column at u = 9
     np.testing.assert_allclose(f[0, 1], (-3.0 + 1.5 * 9) / HALF, rtol=1e-5)  # z at u = 9
     np.testing.assert_allclose(f[0, 2], np.arctan(2.0) / (np.pi / 2), rtol=1e-5)
     np.testing.assert_allclose(f[0, 3], np.arctan(1.5) / (np.pi / 2), rtol=1e-5)
-    np.testing.assert_allclose(f[0, 4:], [1.0, 8 / 9, 39.5 / 113, -3.0 / HALF], rtol=1e-5)
+    np.testing.assert_allclose(f[0, 4:8], [1.0, 8 / 9, 39.5 / 113, -3.0 / HALF], rtol=1e-5)
+    # the wall positions on their radial-basis grids: the bump peaks at the centre nearest the fit
+    column_bumps, z_bumps = f[0, 8:8 + len(COLUMN_CENTRES)], f[0, 8 + len(COLUMN_CENTRES):]
+    assert COLUMN_CENTRES[np.argmax(column_bumps)] == 57.5 and np.isclose(column_bumps.max(), 1.0)
+    assert np.argmax(z_bumps) == np.argmin(np.abs(Z_CENTRES - (-3.0 + 1.5 * 9) / HALF))
+    assert np.all((f[0, 8:] >= 0) & (f[0, 8:] <= 1))
 
 
 def test_tracks_along_one_layer_empty_events_and_far_extrapolations():
@@ -48,4 +54,4 @@ def test_tracks_along_one_layer_empty_events_and_far_extrapolations():
     assert f[0, 2] == 1.0 and np.isclose(f[0, 4], 1 / 9) and np.isclose(f[0, 0], 12.0 / 113)
     np.testing.assert_array_equal(f[1], np.zeros(N_FEATURES))
     assert f[2, 0] == 1.5 and f[2, 1] == 1.5  # clipped far beyond the grid
-    assert np.all(np.abs(f) <= 1.5)
+    assert np.all(np.abs(f[:, :8]) <= 1.5)
