@@ -56,6 +56,7 @@ calorimeter_single_z() {
     step calorimeter_single_z_my_generator $PY associated_calorimeter.py --mode single --data $MG --max-events 200000 \
         --views top front --z-channel --radius-channel --line-input --filters 32 64 --squeeze 16 --units 128 \
         --head factorised --epochs 7 --steps-per-epoch 400 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine
+    cp "$R/calorimeter_single_z_my_generator/model.keras" models/calorimeter_single_my_generator.keras  # shipped
 }
 case ${STREAM:-} in
     c) calorimeter_single_z ;;
