@@ -267,7 +267,7 @@ def test_two_worker_multiworker_run(tiny_data, tmp_path):
         command = [sys.executable] + run_flags(tiny_data, out, 1) + ["--MultiWorkerMirroredStrategy"]
         processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True))
-    outputs = [p.communicate(timeout=240) for p in processes]
+    outputs = [p.communicate(timeout=600) for p in processes]  # generous: two TF processes on a loaded machine
     assert [p.returncode for p in processes] == [0, 0], outputs
     config = json.loads((out / "config.json").read_text())
     assert "worker 0 of 2" in config["strategy"]
