@@ -97,7 +97,7 @@ stream_r3a() {  # front, top, then (once stream r3b shipped side) the combined c
     wait_for side_my_generator_r3
     step_as combined_my_generator_r3 combined_my_generator $PY combined.py --data $MG --top models/top_my_generator.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 1 --finetune-learning-rate 1e-4 --steps-per-epoch 200 --batch-size 256
 }
-stream_r3b() {  # side, after the calorimeter run of models/train_task_models.sh (STREAM=c) when one runs
+stream_r3b() {  # side; with AFTER=FILE it waits for FILE first (this release: AFTER=runs/models/top_my_generator_r3.done)
     r3_init
     [ -z "${AFTER:-}" ] || while [ ! -f "$AFTER" ]; do sleep 30; done
     step_as side_my_generator_r3 side_my_generator $PY number_of_tracks_classification.py --view side --data $MG --init-model runs/r2/side_my_generator.keras --epochs 3 --steps-per-epoch 400 $R3_TUNE

@@ -7,6 +7,9 @@
 # STREAM=b: CapsNet, then the single-label calorimeter model).
 #   STREAM=a nohup bash models/train_task_models.sh > runs/models/tasks_a.log 2>&1 &
 #   STREAM=b nohup bash models/train_task_models.sh > runs/models/tasks_b.log 2>&1 &
+# STREAM=c (later session): the second single-label calorimeter model, which it ships to
+# models/calorimeter_single_my_generator.keras.
+#   STREAM=c nohup bash models/train_task_models.sh > runs/models/c.log 2>&1 &
 # A rerun resumes each run folder (runs/models/<name>/). A model is copied to models/<name>.keras by
 # hand once its held-out evaluation (models/README.md) is done; the CapsNet only if it meets its bar.
 set -euo pipefail
