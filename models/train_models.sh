@@ -102,6 +102,11 @@ stream_r3b() {  # side; with AFTER=FILE it waits for FILE first (this release: A
     [ -z "${AFTER:-}" ] || while [ ! -f "$AFTER" ]; do sleep 30; done
     step_as side_my_generator_r3 side_my_generator $PY number_of_tracks_classification.py --view side --data $MG --init-model runs/r2/side_my_generator.keras --epochs 3 --steps-per-epoch 400 $R3_TUNE
 }
+stream_r3c() {  # toyhaystack top, trained further the same way (its combined counter unchanged)
+    mkdir -p runs/r2
+    [ -f runs/r2/top_toyhaystack.keras ] || git show "a803032:models/top_toyhaystack.keras" > runs/r2/top_toyhaystack.keras
+    step_as top_toyhaystack_r3 top_toyhaystack $PY number_of_tracks_classification.py --view top --data $TH --init-model runs/r2/top_toyhaystack.keras --epochs 2 --steps-per-epoch 300 $R3_TUNE
+}
 # The clean first-release counters the fine-tuning starts from (git history keeps them).
 mkdir -p runs/init
 for name in top_my_generator side_my_generator front_my_generator top_toyhaystack; do
@@ -113,6 +118,7 @@ case ${STREAM:-} in
     b) stream_b ;;
     r3a) stream_r3a ;;  # the third release, after a and b: STREAM=r3a ... & STREAM=r3b ... &
     r3b) stream_r3b ;;
+    r3c) stream_r3c ;;
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"
