@@ -67,9 +67,10 @@ def score(model, source, *, batch_size: int = 512) -> dict:
     return metrics.counting_metrics(targets, outputs, n_classes)
 
 
-def score_filtered(path, source, *, batch_size: int = 512) -> float:
-    """Accuracy of the counter at ``path`` on ``source`` as ``reconstruct.py`` counts: behind its
-    default pre-filter (isolated hits dropped, ``--isolated drop``); events left without hits count 0."""
+def score_filtered(counter, source, *, batch_size: int = 512) -> float:
+    """Accuracy of ``counter`` (a ``clustering_inference.Counter``) on ``source`` as ``reconstruct.py``
+    counts: behind its default pre-filter (isolated hits dropped, ``--isolated drop``); events left
+    without hits count 0."""
     import numpy as np
 
     import clustering_inference as inference
@@ -78,7 +79,7 @@ def score_filtered(path, source, *, batch_size: int = 512) -> float:
 
     batch = read_events(source)
     kept = reconstruction.keep_hits(batch, ~reconstruction.isolated_hits(batch))
-    counts, _ = inference.predict_counts(inference.load_counter(path, flag="--model"), kept, batch_size=batch_size)
+    counts, _ = inference.predict_counts(counter, kept, batch_size=batch_size)
     return float(np.mean(counts == batch.n_tracks))
 
 
@@ -175,19 +176,21 @@ def robustness(models: dict, data: Path, out_dir: Path) -> dict:
     Per model: {"noise": {mean: accuracy}, "missing_z": {fraction: accuracy}} of the model alone, and
     "noise_filtered": the same noise sets behind ``reconstruct.py``'s isolated-hit filter.
     """
+    import clustering_inference as inference
     from evaluate_common import merge_json
     from snemo import plots
 
     sets = effect_sets(data)
     updates = {}
     for name, path in models.items():
-        model = load(path)
+        counter = inference.load_counter(path, flag="--model")
+        model = counter.model
         updates[name] = {"noise": {}, "missing_z": {}, "noise_filtered": {}}
         for (generator, effect, value), folder in sets.items():
             if generator == generator_of(name):
                 updates[name][effect][str(value)] = score(model, str(folder))["accuracy"]
                 if effect == "noise":
-                    updates[name]["noise_filtered"][str(value)] = score_filtered(path, str(folder))
+                    updates[name]["noise_filtered"][str(value)] = score_filtered(counter, str(folder))
         print(name, updates[name], flush=True)
     results = merge_json(out_dir / "robustness.json", updates, depth=1)
     pyplot = plots._pyplot()

@@ -211,6 +211,9 @@ def test_counting_behind_the_isolated_hit_filter_recovers_noisy_events(tmp_path)
     folder = tmp_path / "noisy"
     assert my_generator.main(["--events", "30", "--seed", "31", "--out", str(folder), "--quiet",
                               "--noise-hits", "10"]) == 0
-    alone = evaluate.score(evaluate.load(SHIPPED_COUNTER), str(folder))["accuracy"]
-    filtered = evaluate.score_filtered(SHIPPED_COUNTER, str(folder))
+    import clustering_inference as inference
+
+    counter = inference.load_counter(SHIPPED_COUNTER, flag="--model")
+    alone = evaluate.score(counter.model, str(folder))["accuracy"]
+    filtered = evaluate.score_filtered(counter, str(folder))
     assert filtered >= 0.9 and filtered > alone
