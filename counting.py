@@ -8,6 +8,7 @@ What those scripts share and the core (``snemo/``) must not know:
   the confusion matrix (PDF and PNG) and prints the confusion matrix and the accuracy;
 * :func:`labels`, :func:`model_views`: class labels and what a trained counter reads;
 * :func:`init_from`: start from the weights of a trained counter (``--init-model``), checked;
+  :func:`add_init_flag` and :func:`apply_init` give a script that flag;
 * :func:`load_model`: a trained counter, CNN or CapsNet (capsule layers registered first).
 
     import counting
@@ -120,6 +121,26 @@ def init_from(model, path, *, flag: str = "--init-model") -> None:
         raise ValueError(f"{flag} {path}: its {len(have)} weight arrays do not fit the {len(need)} of this "
                          f"architecture ({trained.name} against {model.name}): a counter of another architecture")
     model.set_weights(trained.get_weights())
+
+
+def add_init_flag(parser) -> None:
+    """Add ``--init-model MODEL.keras`` (start from a trained counter's weights) to ``parser``."""
+    parser.add_argument("--init-model", default=None, metavar="MODEL.keras",
+                        help="start from the weights of this trained counter (same view, channels and "
+                             "--max-tracks) instead of random ones")
+
+
+def apply_init(run: cli.Run, model, args) -> None:
+    """With ``--init-model``: copy that counter's weights into ``model`` (checked, see :func:`init_from`) and
+    record the file in the run's config; without it, nothing."""
+    import os
+
+    if not args.init_model:
+        return
+    with run.strategy.scope():
+        init_from(model, args.init_model)
+    run.record(init_model=os.path.abspath(args.init_model))
+    run.log(f"weights from {args.init_model}")
 
 
 def report(run: cli.Run, model, splits, *, title: str) -> dict | None:

@@ -28,9 +28,7 @@ def build_parser():
     parser.add_argument("--view", choices=VIEWS, default="top", help="which view of the tracker (default %(default)s)")
     parser.add_argument("--architecture", choices=("cnn", "capsnet"), default="cnn",
                         help="cnn: the view's CNN; capsnet: capsules with routing by agreement (default %(default)s)")
-    parser.add_argument("--init-model", default=None, metavar="MODEL.keras",
-                        help="start from the weights of this trained counter (same view, channels and "
-                             "--max-tracks) instead of random ones")
+    counting.add_init_flag(parser)
     return parser
 
 
@@ -42,7 +40,6 @@ def main(argv=None) -> int:
 
     def body():
         import importlib
-        import os
 
         if args.init_model:
             cli.check_keras_file(args.init_model, flag="--init-model")
@@ -61,11 +58,7 @@ def main(argv=None) -> int:
             architecture = importlib.import_module(f"architectures.{args.view}")
             model = cli.build_in_scope(run, architecture.build, input_shape=cli.input_shape(splits.train),
                                        n_classes=args.max_tracks)
-        if args.init_model:
-            with run.strategy.scope():
-                counting.init_from(model, args.init_model)
-            run.record(init_model=os.path.abspath(args.init_model))
-            run.log(f"weights from {args.init_model}")
+        counting.apply_init(run, model, args)
         run.open()
         cli.train_model(run, model, splits, **options)
         name = "CapsNet" if args.architecture == "capsnet" else "CNN"

@@ -5,6 +5,7 @@ on the test split and writes the run folder (model.keras, history.json, config.j
 curves and confusion matrix as PDF and PNG, tensorboard/, checkpoints/). Same --out resumes.
 
     python number_of_tracks_classification3D.py --data data/my_generator --epochs 10
+    python number_of_tracks_classification3D.py --init-model models/voxel_my_generator.keras ...  # train further
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from snemo import cli
 
 
 def build_parser():
-    """Flags: the shared ones (snemo.cli); the voxel inputs are large, so the default batch is 64."""
-    return cli.make_parser("number_of_tracks_classification3D.py", __doc__.split("\n\n")[0], epochs=10,
-                           batch_size=64)
+    """Flags: the shared ones (snemo.cli) and --init-model; the voxel inputs are large, so the default batch is 64."""
+    parser = cli.make_parser("number_of_tracks_classification3D.py", __doc__.split("\n\n")[0], epochs=10,
+                             batch_size=64)
+    counting.add_init_flag(parser)
+    return parser
 
 
 def main(argv=None) -> int:
@@ -30,10 +33,13 @@ def main(argv=None) -> int:
     def body():
         from architectures import view3d
 
+        if args.init_model:
+            cli.check_keras_file(args.init_model, flag="--init-model")
         run = cli.start_run("number_of_tracks_3D", args, argv, program="number_of_tracks_classification3D.py")
         splits = counting.load(run, three_d=True)
         model = cli.build_in_scope(run, view3d.build, input_shape=cli.input_shape(splits.train),
                                    n_classes=args.max_tracks)
+        counting.apply_init(run, model, args)
         run.open()
         cli.train_model(run, model, splits)
         counting.report(run, model, splits, title="3D (voxel) track counting")

@@ -32,7 +32,7 @@ from snemo import geometry as geo
 from snemo.events import EventBatch
 
 CALO_FIELDS = ("calo_side", "calo_column", "calo_row")
-LINE_FIELDS = ("grid_layer", "grid_column", "wirez", "wirez_missing")
+LINE_FIELDS = ("grid_layer", "grid_column", "wirez", "wirez_missing", "radius")
 
 
 def grid_class_names() -> list[str]:

@@ -11,8 +11,17 @@ one per 30 mm of z), from which a dense layer reads any binning of the wall into
 cells almost linearly. The model learns the corrections (edges, tracks leaving through an X-wall
 or the gamma veto, tracks that do not reach the wall).
 
+The top-view line is fitted to the drift circles, not to the wires: a track passes at the drift
+radius from each wire it fires, on one side or the other. :func:`top_line` starts from the
+orthogonal least-squares line through the wires and then, a few times over, moves each wire's
+point to where its drift circle is closest to the current line (the tangent point, on the
+line's side of the wire) and refits. The z line is then fitted against u at the foot of each
+wire's perpendicular on that line, which is where the wire's z is read: the middle of the track's
+crossing of the cell.
+
 Coordinates (cell units, as the toys): u = layer + 0.5 (the wire), c = column + 0.5, z = wirez /
-44 mm; only hits with z enter the z fit. Vectorised: per-event sums with ``np.bincount``.
+44 mm, radius / 44 mm; only hits with z enter the z fit. Vectorised: per-event sums with
+``np.bincount``.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ _HALF_HEIGHT = geo.TRACKER_HALF_Z / geo.CELL_PITCH  # 34.09 cell units
 COLUMN_CENTRES = np.arange(-5.5, geo.N_COLUMNS + 6.0, 1.0)  # column centres at the wall, -5.5 .. 118.5 (125)
 Z_CENTRES = np.arange(-1.3, 1.3001, 0.02)  # z at the wall / half height, about 30 mm apart (131)
 N_FEATURES = len(FEATURE_NAMES) + len(COLUMN_CENTRES) + len(Z_CENTRES)  # 264
+DRIFT_ITERATIONS = 6  # tangent-point refits after the fit through the wires (converged by 4 on tracks of the toys)
 
 
 def _fit(event, u, y, n_events: int):
@@ -49,6 +59,44 @@ def _fit(event, u, y, n_events: int):
     return intercept, slope, well_posed
 
 
+def _orthogonal_fit(event, u, c, n_events: int):
+    """Per-event orthogonal least-squares line through points (u, c).
+
+    Returns (mean_u, mean_c, direction_u, direction_c), arrays (n_events,): a point of the line
+    and its unit direction (the major axis of the points' scatter; direction_u >= 0). A single
+    point, or none, gets the direction (1, 0).
+    """
+    n = np.maximum(np.bincount(event, minlength=n_events).astype(np.float64), 1.0)
+    mean_u = np.bincount(event, u, n_events) / n
+    mean_c = np.bincount(event, c, n_events) / n
+    du, dc = u - mean_u[event], c - mean_c[event]
+    var_u = np.bincount(event, du * du, n_events)
+    var_c = np.bincount(event, dc * dc, n_events)
+    cov = np.bincount(event, du * dc, n_events)
+    angle = 0.5 * np.arctan2(2.0 * cov, var_u - var_c)  # in [-pi/2, pi/2]: direction_u >= 0
+    return mean_u, mean_c, np.cos(angle), np.sin(angle)
+
+
+def top_line(event, u, c, radius, n_events: int, iterations: int = DRIFT_ITERATIONS):
+    """Per-event top-view line fitted to the drift circles: centres (u, c), radii ``radius`` (cell units).
+
+    Starts from :func:`_orthogonal_fit` through the centres; each iteration takes, per hit, the
+    point of its circle closest to the current line and refits. Returns (mean_u, mean_c,
+    direction_u, direction_c) as :func:`_orthogonal_fit`, and the signed distance of each wire
+    from the final line (n_hits,), cell units.
+    """
+    line = _orthogonal_fit(event, u, c, n_events)
+    for _ in range(iterations + 1):
+        mean_u, mean_c, dir_u, dir_c = (part[event] for part in line)
+        normal_u, normal_c = -dir_c, dir_u
+        signed = (u - mean_u) * normal_u + (c - mean_c) * normal_c
+        if _ == iterations:
+            break
+        towards = -np.sign(signed) * radius  # the tangent point lies on the line's side of the wire
+        line = _orthogonal_fit(event, u + towards * normal_u, c + towards * normal_c, n_events)
+    return line + (signed,)
+
+
 def _bumps(values: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """(n, len(centres)) Gaussian bumps exp(-(value - centre)^2 / (2 spacing^2)) of each value."""
     spacing = centres[1] - centres[0]
@@ -62,7 +110,7 @@ def line_features(batch: EventBatch) -> np.ndarray:
 
     column_at_wall: fitted column at u = 9 / 113 (clipped to [-0.5, 1.5]); z_at_wall: fitted z at
     u = 9 / 1500 mm (clipped to [-1.5, 1.5]); top_angle, front_angle: arctan of the slopes /
-    (pi / 2), in (-1, 1), +-1 where every hit is in one layer (a track along the foil); layers_spanned:
+    (pi / 2), in [-1, 1] (top: +-1 for a line along the layers, parallel to the foil); layers_spanned:
     (last - first layer + 1) / 9; hits_with_z: fraction of the hits with z; column_at_foil and
     z_at_foil: the lines at u = 0, scaled and clipped as at the wall. Then the fitted column at
     u = 9 on :data:`COLUMN_CENTRES` and the fitted z at u = 9 (/ half height) on :data:`Z_CENTRES`
@@ -74,18 +122,22 @@ def line_features(batch: EventBatch) -> np.ndarray:
     u = hits["grid_layer"].astype(np.float64) + 0.5
     column = hits["grid_column"].astype(np.float64) + 0.5
     z = hits["wirez"].astype(np.float64) / geo.CELL_PITCH
+    radius = np.clip(hits["radius"].astype(np.float64), 0.0, None) / geo.CELL_PITCH
     with_z = ~batch.z_missing()
-    a_col, b_col, posed_col = _fit(event, u, column, n_events)
-    a_z, b_z, posed_z = _fit(event[with_z], u[with_z], z[with_z], n_events)
     n_hits = np.bincount(event, minlength=n_events)
     first = np.full(n_events, geo.N_LAYERS, np.int64)
     last = np.full(n_events, -1, np.int64)
     layer = hits["grid_layer"].astype(np.int64)
     np.minimum.at(first, event, layer)
     np.maximum.at(last, event, layer)
-    # every hit in one layer: the line runs along the layer, its slope in u is infinite
-    along = (n_hits > 1) & ~posed_col
-    top_angle = np.where(along, 1.0, np.arctan(b_col) / (np.pi / 2))
+    mean_u, mean_c, dir_u, dir_c, signed = top_line(event, u, column, radius, n_events)
+    # a line along the layers (dir_u = 0: every hit in one layer, radii equal) never reaches u = 9:
+    # its slope is capped, so its column at the wall is far beyond the grid (an X-wall)
+    b_col = dir_c / np.maximum(dir_u, 1e-6)
+    a_col = mean_c - b_col * mean_u
+    foot_u = u + signed * dir_c[event]  # u of the foot of each wire's perpendicular on the line
+    a_z, b_z, posed_z = _fit(event[with_z], foot_u[with_z], z[with_z], n_events)
+    top_angle = np.arctan2(dir_c, dir_u) / (np.pi / 2)
     front_angle = np.where(~posed_z & (n_hits > 1), 0.0, np.arctan(b_z) / (np.pi / 2))
     width = float(geo.N_COLUMNS)
     column_at_wall = np.clip(a_col + b_col * _WALL_U, -0.5 * width, 1.5 * width)

@@ -107,6 +107,13 @@ stream_r3c() {  # toyhaystack top, trained further the same way (its combined co
     [ -f runs/r2/top_toyhaystack.keras ] || git show "a803032:models/top_toyhaystack.keras" > runs/r2/top_toyhaystack.keras
     step_as top_toyhaystack_r3 top_toyhaystack $PY number_of_tracks_classification.py --view top --data $TH --init-model runs/r2/top_toyhaystack.keras --epochs 2 --steps-per-epoch 300 $R3_TUNE
 }
+stream_r3d() {  # the voxel counter trained further (about an hour of a core), then the toyhaystack combined
+    # counter rebuilt from the third-release toyhaystack top and my_generator side and front counters
+    mkdir -p runs/r2
+    [ -f runs/r2/voxel_my_generator.keras ] || git show "a803032:models/voxel_my_generator.keras" > runs/r2/voxel_my_generator.keras
+    step_as voxel_my_generator_r3 voxel_my_generator $PY number_of_tracks_classification3D.py --data $MG --init-model runs/r2/voxel_my_generator.keras --epochs 4 --steps-per-epoch 500 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
+    step_as combined_toyhaystack_r3 combined_toyhaystack $PY combined.py --data $TH --top models/top_toyhaystack.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 1 --finetune-learning-rate 1e-4 --steps-per-epoch 200 --batch-size 256
+}
 # The clean first-release counters the fine-tuning starts from (git history keeps them).
 mkdir -p runs/init
 for name in top_my_generator side_my_generator front_my_generator top_toyhaystack; do
@@ -119,6 +126,7 @@ case ${STREAM:-} in
     r3a) stream_r3a ;;  # the third release, after a and b: STREAM=r3a ... & STREAM=r3b ... &
     r3b) stream_r3b ;;
     r3c) stream_r3c ;;
+    r3d) stream_r3d ;;  # a later session: voxel and toyhaystack combined
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"

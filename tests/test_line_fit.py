@@ -51,7 +51,32 @@ def test_tracks_along_one_layer_empty_events_and_far_extrapolations():
     empty = (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
     steep = (np.array([0, 1]), np.array([0, 100]), np.array([0.0, 1400.0]), np.zeros(2))
     f = line_features(batch_of([along, empty, steep]))
-    assert f[0, 2] == 1.0 and np.isclose(f[0, 4], 1 / 9) and np.isclose(f[0, 0], 12.0 / 113)
+    # along one layer, parallel to the foil: it never reaches the wall (its column is clipped far beyond)
+    assert f[0, 2] == 1.0 and np.isclose(f[0, 4], 1 / 9) and f[0, 0] == 1.5
     np.testing.assert_array_equal(f[1], np.zeros(N_FEATURES))
     assert f[2, 0] == 1.5 and f[2, 1] == 1.5  # clipped far beyond the grid
     assert np.all(np.abs(f[:, :8]) <= 1.5)
+
+
+def test_the_top_line_is_fitted_to_the_drift_circles_and_z_at_the_foot_of_each_wire():
+    """Lines of the my_generator toy (hits at the drift radius from each wire, wirez the z of the
+    closest point): the fit to the circles finds the line itself, the fit through the wires does not."""
+    from my_generator import my_generator as mg
+
+    x = np.array([20.3, 70.8, 55.1])
+    slope_top = np.array([0.7, -1.9, 0.35])
+    z0, slope_front = np.array([-10.0, 5.0, 0.0]), np.array([1.3, -0.4, 2.2])
+    track, layer, column, wirez, distance = mg._track_hits(x, z0, slope_top, slope_front)
+    counts = np.bincount(track, minlength=3)
+    assert np.all(counts >= 5)
+    hits = {"grid_side": np.ones(len(track), np.int8), "grid_layer": layer.astype(np.int8),
+            "grid_column": column.astype(np.int16), "wirez": (wirez * geo.CELL_PITCH).astype(np.float32),
+            "radius": (distance * geo.CELL_PITCH).astype(np.float32), "wirez_missing": np.zeros(len(track), np.int8)}
+    batch = EventBatch(offsets_from_counts(counts), hits, np.zeros(4, np.int64), {})
+    f = line_features(batch)
+    np.testing.assert_allclose(f[:, 0] * 113, x + 9 * slope_top, atol=1e-3)  # column at the wall
+    np.testing.assert_allclose(f[:, 1] * HALF, z0 + 9 * slope_front, atol=1e-3)  # z at the wall
+    np.testing.assert_allclose(f[:, 6] * 113, x, atol=1e-3)  # the foil
+    through_wires = line_features(EventBatch(batch.hit_offsets, dict(hits, radius=np.zeros(len(track), np.float32)),
+                                             batch.track_offsets, {}))
+    assert np.max(np.abs(through_wires[:, 0] - f[:, 0]) * 113) > 0.05
