@@ -2,7 +2,8 @@
 
 --mode single: one track's hits (truth-clustered tracks, folded onto side 1) -> softmax over the
 330 cells of the track's side (architectures/calorimeter.py build_single). --mode multi: an
-unclustered event -> scores over the 660 cells of both sides (build_multi), --loss softmax
+unclustered event -> scores over the 660 cells of both sides (build_multi on the views; with
+--views wall, build_wall on the wall view of datasets/wall_view.py), --loss softmax
 (target: tracks per cell / number of tracks) or sigmoid (multi-hot, binary cross-entropy), with a
 number-of-tracks head (loss weight --count-weight) unless --no-count-head; decoding takes the top
 k cells, k the true number of tracks or the count head's (--k). Trains with the shared loop,
@@ -13,6 +14,7 @@ same --out to resume). --compare RUN_A RUN_B only plots two multi-label runs by 
     python associated_calorimeter.py --mode single --epochs 10
     python associated_calorimeter.py --mode multi --loss softmax --k predicted --out runs/calo_softmax
     python associated_calorimeter.py --mode multi --loss sigmoid --out runs/calo_sigmoid
+    python associated_calorimeter.py --mode multi --views wall --filters 24 24 --out runs/calo_wall
     python associated_calorimeter.py --compare runs/calo_softmax runs/calo_sigmoid --out runs/calo_compare
 """
 
@@ -54,8 +56,9 @@ def build_parser():
     task.add_argument("--head", choices=("full", "factorised"), default="full",
                       help="single: the cell softmax from one dense layer, or from a row term plus a column "
                            "term plus a cell term (default %(default)s)")
-    task.add_argument("--views", nargs="+", choices=VIEWS, default=list(VIEWS),
-                      help="views the model reads (default: %(default)s)")
+    task.add_argument("--views", nargs="+", choices=VIEWS + ("wall",), default=list(VIEWS),
+                      help="views the model reads (default: %(default)s); multi: 'wall' alone, the wall view "
+                           "(datasets/wall_view.py) and its fully convolutional model (build_wall)")
     task.add_argument("--compare", nargs="+", metavar="RUN", default=None,
                       help="plot these multi-label runs' metrics by number of tracks into --out (or .) and exit")
     return parser
@@ -70,6 +73,8 @@ def main(argv=None) -> int:
         parser.error(f"--views must not repeat a view, got {' '.join(args.views)}")
     if args.z_channel and (args.mode != "single" or "top" not in args.views):
         parser.error("--z-channel needs --mode single and the top view among --views")
+    if "wall" in args.views and (args.mode != "multi" or len(args.views) > 1):
+        parser.error("--views wall needs --mode multi and no other view")
     if args.line_input and args.mode != "single":
         parser.error("--line-input needs --mode single")
     if min(args.filters) < 1 or args.squeeze < 1 or args.units < 1:
@@ -97,6 +102,9 @@ def main(argv=None) -> int:
             model = cli.build_in_scope(run, calorimeter.build_single, tuple(args.views), channels=channels,
                                        z_channel=args.z_channel, head=args.head, line_input=args.line_input,
                                        **size)
+        elif args.views == ["wall"]:
+            model = cli.build_in_scope(run, calorimeter.build_wall, filters=args.filters[0], squeeze=args.squeeze,
+                                       output=args.loss, max_tracks=None if args.no_count_head else args.max_tracks)
         else:
             model = cli.build_in_scope(run, calorimeter.build_multi, tuple(args.views), channels=channels, **size,
                                        output=args.loss, max_tracks=None if args.no_count_head else args.max_tracks)

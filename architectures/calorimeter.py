@@ -13,6 +13,8 @@ layer and the output.
   front-view columns 9-17 (``Cropping2D``). Output ``cell``: (B, 330) softmax over the grid of the
   track's own side, index ``row * 22 + column``; the side is that of the track's hits (tracks
   never cross the foil in either generator).
+* :func:`build_wall`: the multi-label model on the wall view (:mod:`datasets.wall_view`): fully
+  convolutional on each side's (z, column) image, layers as channels, mapped onto the grids.
 * :func:`build_multi`: an unclustered event's views (both sides). Output ``cells``: (B, 660) over
   both sides' grids, index ``side * 330 + row * 22 + column``, softmax (target: tracks per cell /
   number of tracks) or sigmoid (multi-hot target); with ``max_tracks``, a second output ``count``:
@@ -32,6 +34,7 @@ from snemo import geometry as geo
 VIEWS = ("top", "side", "front")
 LINE_INPUT = "line"  # name of the line-fit input
 LINE_FEATURES = 264  # datasets.line_fit.N_FEATURES
+WALL_INPUT = "wall"  # name of the wall-view input of build_wall (datasets.wall_view)
 VIEW_SHAPES = {"top": geo.TOP_SHAPE, "side": geo.SIDE_SHAPE, "front": geo.FRONT_SHAPE}
 # Per view: max-pooling after each block, as (rows, columns); for the top view of one folded
 # track the 9 layers are the rows, for the front view the 30 z bins are the rows.
@@ -89,6 +92,8 @@ def input_channels(model) -> dict:
     z_channel = name.startswith("calorimeter_single") and "z" in name.split("_")
     shapes = {tensor.name.split(":")[0]: int(tensor.shape[-1]) for tensor in model.inputs}
     line_input = shapes.pop(LINE_INPUT, None) is not None
+    if set(shapes) == {WALL_INPUT}:  # the wall view carries z and the radius itself
+        return {"radius_channel": True, "z_channel": False, "line_input": False}
     for radius_channel in (False, True):
         wanted = {view: 1 + int(radius_channel) + int(z_channel and view == "top") for view in shapes}
         if wanted == shapes:
@@ -191,3 +196,59 @@ def build_multi(views=VIEWS, *, channels: int = 1, output: str = "softmax", max_
         return keras.Model(model_inputs, cells, name=f"calorimeter_multi_{output}")
     count = layers.Dense(int(max_tracks), activation="softmax", name="count")(x)  # (B, max_tracks)
     return keras.Model(model_inputs, {"cells": cells, "count": count}, name=f"calorimeter_multi_{output}_count")
+
+
+
+def build_wall(*, filters: int = 24, blocks: int = 3, squeeze: int = 16, output: str = "softmax",
+               max_tracks: int | None = None, dropout: float = 0.1):
+    """Multi-label model on the wall view: an event's (B, 2, 30, 113, 27) ``wall`` input -> (B, 660) ``cells``.
+
+    Each side's (z bin, column) image, layers as channels (:mod:`datasets.wall_view`), goes through
+    the same fully convolutional stack: a 1x1 convolution mixing the layers' channels, a 3x3
+    convolution, 2 x 2 max-pooling (to 15 x 57, about the grid's 15 rows and two pixels per grid
+    column), then ``blocks`` 3x3 convolutions (``filters`` each, BatchNorm, ReLU) that see a
+    track's direction over its layers, and a 1x1 convolution to ``squeeze`` maps; then two learned
+    linear maps, 57 columns -> 22 grid columns and 15 z pixels -> 15 grid rows, and a 1x1
+    combination to one logit per cell: a track's cell is read where its hits lie, so tracks far
+    apart do not mix. Index ``side * 330 + row * 22 + column``; ``output`` and ``max_tracks`` as
+    :func:`build_multi` (the count head reads the maps' global mean and maximum). Returns the
+    uncompiled model, named ``calorimeter_wall_<output>``.
+    """
+    import keras
+    from keras import layers
+
+    from datasets import wall_view
+
+    if output not in ("softmax", "sigmoid"):
+        raise ValueError(f"output must be 'softmax' or 'sigmoid', got {output!r}")
+    if max_tracks is not None and int(max_tracks) < 2:
+        raise ValueError(f"max_tracks must be at least 2 (or None: no count head), got {max_tracks}")
+
+    def block(x, name, kernel=3):
+        x = layers.TimeDistributed(layers.Conv2D(filters, kernel, padding="same", use_bias=False), name=f"{name}_conv")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+        return layers.ReLU(name=f"{name}_relu")(x)
+
+    inputs = keras.Input(shape=wall_view.SHAPE, name=WALL_INPUT)  # (B, 2, 30, 113, 27)
+    x = layers.Dense(filters, activation="relu", name="wall_layers")(inputs)  # 1x1: (B, 2, 30, 113, F)
+    x = block(x, "wall1")
+    x = layers.TimeDistributed(layers.MaxPooling2D(2, padding="same"), name="wall_pool")(x)  # (B, 2, 15, 57, F)
+    for index in range(2, blocks + 2):
+        x = block(x, f"wall{index}")
+    maps = layers.Dense(squeeze, activation="relu", name="wall_squeeze")(x)  # 1x1: (B, 2, 15, 57, S)
+    x = layers.Dropout(dropout, name="wall_dropout")(maps)
+    x = layers.Permute((1, 2, 4, 3), name="columns_last")(x)  # (B, 2, 15, S, 57)
+    x = layers.Dense(geo.CALO_GRID_COLUMNS, name="to_grid_columns")(x)  # (B, 2, 15, S, 22)
+    x = layers.Permute((1, 4, 3, 2), name="z_last")(x)  # (B, 2, 22, S, 15)
+    x = layers.Dense(geo.CALO_GRID_ROWS, name="to_grid_rows")(x)  # (B, 2, 22, S, 15)
+    x = layers.Permute((1, 4, 2, 3), name="grid")(x)  # (B, 2, 15, 22, S)
+    x = layers.Dense(1, name="cell_logit")(x)  # (B, 2, 15, 22, 1)
+    logits = layers.Flatten(name="cell_logits")(x)  # (B, 660)
+    cells = layers.Activation(output, name="cells")(logits)
+    if max_tracks is None:
+        return keras.Model(inputs, cells, name=f"calorimeter_wall_{output}")
+    pooled = layers.Concatenate(name="pooled")([layers.GlobalAveragePooling3D(name="maps_mean")(maps),
+                                                layers.GlobalMaxPooling3D(name="maps_max")(maps)])  # (B, 2 S)
+    hidden = layers.Dense(64, activation="relu", name="count_dense")(pooled)
+    count = layers.Dense(int(max_tracks), activation="softmax", name="count")(hidden)
+    return keras.Model(inputs, {"cells": cells, "count": count}, name=f"calorimeter_wall_{output}_count")

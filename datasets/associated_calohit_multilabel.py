@@ -1,6 +1,7 @@
 """Calorimeter association, multi-label: an unclustered event -> the set of its tracks' grid cells.
 
-Inputs: the event's view(s) as in :mod:`datasets.number_of_tracks` (default top, (B, 18, 113, C)).
+Inputs: the event's view(s) as in :mod:`datasets.number_of_tracks` (default top, (B, 18, 113, C)),
+or the wall view alone (``view="wall"``, (B, 2, 30, 113, 27), :mod:`datasets.wall_view`).
 Targets (B, 660) float32 over both sides' grids, index ``side * 330 + row * 22 + column``:
 
 * ``target="sigmoid"``: multi-hot, 1.0 at every cell hit by at least one track (binary
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets import common, views
+from datasets import common, views, wall_view
 from datasets.associated_calohit_singlelabel import CALO_FIELDS, grid_class_names
 from datasets.common import Splits
 from snemo import geometry as geo
@@ -39,8 +40,16 @@ def cell_counts(events: EventBatch) -> np.ndarray:
     return np.bincount(flat, minlength=len(events) * N_TARGETS).astype(np.float32).reshape(len(events), N_TARGETS)
 
 
+def _is_wall(view) -> bool:
+    return (view,) == (wall_view.NAME,) or tuple(view) == (wall_view.NAME,)
+
+
 def model_inputs(events: EventBatch, view=("top", "side", "front"), radius_channel: bool = False):
-    """Float32 model inputs of whole events: (n, H, W, C) for one view, else a dict by view name."""
+    """Float32 model inputs of whole events: (n, H, W, C) for one view, else a dict by view name.
+
+    ``view="wall"`` (or ("wall",)): the (n, 2, 30, 113, 27) :func:`datasets.wall_view.wall_view`."""
+    if _is_wall(view):
+        return wall_view.wall_view(events)
     names = views.parse_views(view)
     if len(names) == 1:
         return views.make_view(events, names[0], radius_channel)
@@ -51,7 +60,8 @@ def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = 
          max_tracks: int | None = None, count_target: bool = False, **options) -> Splits:
     """Train / validation / test datasets of (event view(s), cell targets (B, 660)).
 
-    ``view``: "top" | "side" | "front" or a tuple (dict inputs). ``target``: "sigmoid" (multi-hot)
+    ``view``: "top" | "side" | "front" or a tuple (dict inputs), or "wall" (the wall view alone;
+    ``radius_channel`` is then ignored: the view carries the radius). ``target``: "sigmoid" (multi-hot)
     or "softmax" (counts / number of tracks). ``with_n_tracks``: add the number of tracks as a
     third element (int32 (B,)). ``max_tracks``: events with more tracks have no target either.
     ``count_target``: targets {"cells": (B, 660), "count": (B, max_tracks) one-hot} (needs
@@ -63,7 +73,8 @@ def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = 
 
     if target not in ("sigmoid", "softmax"):
         raise ValueError(f"target must be 'sigmoid' or 'softmax', got {target!r}")
-    names = views.parse_views(view, allowed=("top", "side", "front"))
+    wall = _is_wall(view)
+    names = (wall_view.NAME,) if wall else views.parse_views(view, allowed=("top", "side", "front"))
     if max_tracks is not None and int(max_tracks) < 1:
         raise ValueError(f"max_tracks must be at least 1, got {max_tracks}")
     if count_target and max_tracks is None:
@@ -76,7 +87,12 @@ def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = 
         return (events.n_tracks >= 1) & (events.n_tracks <= limit)
 
     def compact(events: EventBatch) -> EventBatch:
-        small = views.compact(events, names, radius_channel)
+        if wall:
+            small = EventBatch(events.hit_offsets, wall_view.wall_hits(events), events.track_offsets,
+                               dict(events.tracks), files=events.files, file_index=events.file_index,
+                               entry=events.entry)
+        else:
+            small = views.compact(events, names, radius_channel)
         small.tracks = {"cell": (events.calo_side.astype(np.int64) * geo.CALO_GRID_CELLS
                                  + geo.calo_grid_index(events.calo_column, events.calo_row)).astype(np.int16)}
         return small
@@ -89,7 +105,10 @@ def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = 
             targets = np.minimum(counts, 1).astype(np.float32)
         else:
             targets = (counts / n_tracks[:, None]).astype(np.float32)
-        inputs = views.view_inputs(small, names, radius_channel)
+        if wall:
+            inputs = wall_view.wall_images(small.hits, small.hit_offsets)
+        else:
+            inputs = views.view_inputs(small, names, radius_channel)
         if count_target:
             count = np.zeros((len(small), limit), dtype=np.float32)
             count[np.arange(len(small)), n_tracks - 1] = 1.0
@@ -99,18 +118,21 @@ def load(source, *, view="top", target: str = "sigmoid", radius_channel: bool = 
         return inputs, targets
 
     def signature(batch_dim):
-        specs = (views.view_specs(names, radius_channel, batch_dim), tf.TensorSpec((batch_dim, N_TARGETS), tf.float32))
+        view_spec = (tf.TensorSpec((batch_dim,) + wall_view.SHAPE, tf.float32) if wall
+                     else views.view_specs(names, radius_channel, batch_dim))
+        specs = (view_spec, tf.TensorSpec((batch_dim, N_TARGETS), tf.float32))
         if count_target:
             return specs[0], {"cells": specs[1], "count": tf.TensorSpec((batch_dim, limit), tf.float32)}
         return specs + (tf.TensorSpec((batch_dim,), tf.int32),) if with_n_tracks else specs
 
     channels = 2 if radius_channel else 1
-    info = dict(views=names, shapes={v: views.VIEW_SHAPES[v] + (channels,) for v in names}, target=target,
+    shapes = {wall_view.NAME: wall_view.SHAPE} if wall else {v: views.VIEW_SHAPES[v] + (channels,) for v in names}
+    info = dict(views=names, shapes=shapes, target=target,
                 n_classes=N_TARGETS,
                 class_names=[f"s{s}{name}" for s in range(geo.N_SIDES) for name in grid_class_names()],
                 with_n_tracks=with_n_tracks, max_tracks=max_tracks, count_target=count_target)
     task = common.Task(name="associated_calohit_multilabel",
-                       fields=views.fields_for(names, radius_channel) + CALO_FIELDS,
+                       fields=(wall_view.FIELDS if wall else views.fields_for(names, radius_channel)) + CALO_FIELDS,
                        convert=convert, signature=signature, keep=keep,
                        keep_rule="no track" if max_tracks is None else f"0 or more than {max_tracks} tracks", compact=compact,
                        info=info)

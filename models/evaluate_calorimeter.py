@@ -41,9 +41,10 @@ def input_spec(model) -> tuple[tuple[str, ...], dict]:
 
     names = tuple(layer.name for layer in model.layers if layer.__class__.__name__ == "InputLayer"
                   and layer.name != "line")
-    views = tuple(name for name in ("top", "side", "front") if name in names)
-    if not views or len(views) != len(names):
-        raise ValueError(f"not a calorimeter model: inputs {names}, expected views among top, side, front")
+    views = tuple(name for name in ("top", "side", "front", "wall") if name in names)
+    if not views or len(views) != len(names) or ("wall" in views and len(views) > 1):
+        raise ValueError(f"not a calorimeter model: inputs {names}, expected views among top, side, front, "
+                         "or the wall view alone")
     return views, input_channels(model)
 
 

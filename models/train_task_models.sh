@@ -11,6 +11,7 @@
 # models/calorimeter_single_my_generator.keras.
 #   STREAM=c nohup bash models/train_task_models.sh > runs/models/c.log 2>&1 &
 # STREAM=c2: the third, the line fitted to the drift circles (ships it the same way).
+# STREAM=w: the multi-label model on the wall view (shipped by hand if its held-out scores are worth it).
 # A rerun resumes each run folder (runs/models/<name>/). A model is copied to models/<name>.keras by
 # hand once its held-out evaluation (models/README.md) is done; the CapsNet only if it meets its bar.
 set -euo pipefail
@@ -71,8 +72,16 @@ calorimeter_single_drift() {
         --head factorised --epochs 7 --steps-per-epoch 400 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine
     cp "$R/calorimeter_single_drift_my_generator/model.keras" models/calorimeter_single_my_generator.keras  # shipped
 }
+# Multi-label on the wall view (datasets/wall_view.py, architectures.calorimeter.build_wall): each
+# side's (z, column) image with the layers as channels, fully convolutional onto the grid.
+calorimeter_wall() {
+    step calorimeter_wall_my_generator $PY associated_calorimeter.py --mode multi --views wall --loss softmax \
+        --k predicted --data $MG --max-events 200000 --filters 24 24 --squeeze 16 \
+        --epochs 4 --steps-per-epoch 300 --batch-size 64 --learning-rate 2e-3 --lr-schedule cosine
+}
 case ${STREAM:-} in
     c) calorimeter_single_z ;;
+    w) calorimeter_wall ;;
     c2) calorimeter_single_drift ;;
     a) stream_a ;;
     a2) calorimeter_multi ;;  # the second half of stream a alone

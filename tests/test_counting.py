@@ -216,6 +216,32 @@ def test_3d_script(tiny_data, tmp_path):
     assert_run_folder(out)
 
 
+def test_3d_script_init_model(tiny_data, view_runs, tmp_path, capsys):
+    """--init-model on the voxel counter: a run from a trained voxel model at a vanishing learning
+    rate keeps its weights; a top-view model is refused (status 2, one line naming the flag)."""
+    import keras
+
+    import number_of_tracks_classification3D as script
+
+    small = ["--batch-size", "8", "--max-events", "40"]
+    first, tuned = tmp_path / "voxel", tmp_path / "tuned"
+    assert script.main(common_flags(tiny_data, first) + small) == 0
+    source = first / "model.keras"
+    assert script.main(common_flags(tiny_data, tuned) + small + ["--init-model", str(source),
+                                                                  "--learning-rate", "1e-12"]) == 0
+    trained = keras.saving.load_model(source, safe_mode=True)
+    after = keras.saving.load_model(tuned / "model.keras", safe_mode=True)
+    for a, b in zip(trained.trainable_weights, after.trainable_weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    assert json.loads((tuned / "config.json").read_text())["init_model"] == os.path.abspath(source)
+    capsys.readouterr()
+    assert script.main(common_flags(tiny_data, tmp_path / "wrong") + small + [
+        "--init-model", str(view_runs["top"] / "model.keras")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--init-model" in err[0] and "top" in err[0]
+    assert not (tmp_path / "wrong").exists()
+
+
 @pytest.fixture(scope="module")
 def combined_run(tiny_data, view_runs, tmp_path_factory):
     """One combined run (frozen, then finetune), and the branch weights at the end of its frozen phase.
