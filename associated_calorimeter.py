@@ -53,6 +53,9 @@ def build_parser():
     task.add_argument("--line-input", action="store_true",
                       help="single: the model also reads the straight-line fit of the track's hits "
                            "(datasets/line_fit.py: where it reaches the wall, its slopes)")
+    task.add_argument("--line-skip", action="store_true",
+                      help="single, with --line-input and --head factorised: the line input also enters the "
+                           "row and column logits through one linear layer each")
     task.add_argument("--head", choices=("full", "factorised"), default="full",
                       help="single: the cell softmax from one dense layer, or from a row term plus a column "
                            "term plus a cell term (default %(default)s)")
@@ -75,6 +78,8 @@ def main(argv=None) -> int:
         parser.error("--z-channel needs --mode single and the top view among --views")
     if "wall" in args.views and (args.mode != "multi" or len(args.views) > 1):
         parser.error("--views wall needs --mode multi and no other view")
+    if args.line_skip and not (args.line_input and args.head == "factorised"):
+        parser.error("--line-skip needs --line-input and --head factorised")
     if args.line_input and args.mode != "single":
         parser.error("--line-input needs --mode single")
     if min(args.filters) < 1 or args.squeeze < 1 or args.units < 1:
@@ -101,6 +106,7 @@ def main(argv=None) -> int:
         if args.mode == "single":
             model = cli.build_in_scope(run, calorimeter.build_single, tuple(args.views), channels=channels,
                                        z_channel=args.z_channel, head=args.head, line_input=args.line_input,
+                                       line_skip=args.line_skip,
                                        **size)
         elif args.views == ["wall"]:
             model = cli.build_in_scope(run, calorimeter.build_wall, filters=args.filters[0], squeeze=args.squeeze,

@@ -109,13 +109,15 @@ def _trunk(features: list, dense: int, dropout: float, name: str):
     return layers.Dropout(dropout, name=f"{name}_dropout")(x)
 
 
-def cell_head(x, head: str = "full"):
+def cell_head(x, head: str = "full", line=None):
     """Softmax over the 330 cells of one side's grid, index ``row * 22 + column``: (B, 330) ``cell``.
 
     ``head``: "full", one dense layer of 330 logits; "factorised", logit(row, column) = a_row +
     b_column + c_cell with c (a dense layer of 330, initialised at zero) learning what the sum of a
     row term and a column term misses (the column follows from the top view, the row from z, so
-    the sum is the right start and the model learns the two apart).
+    the sum is the right start and the model learns the two apart). ``line``: with the factorised
+    head, the (B, 264) line-fit input also reaches a_row and b_column directly, through one linear
+    layer each (its radial-basis bumps give the wall position more sharply than the trunk can).
     """
     from keras import layers
 
@@ -124,8 +126,13 @@ def cell_head(x, head: str = "full"):
     if head != "factorised":
         raise ValueError(f"head must be 'full' or 'factorised', got {head!r}")
     rows, columns = geo.CALO_GRID_ROWS, geo.CALO_GRID_COLUMNS
-    column = layers.RepeatVector(rows, name="column_by_row")(layers.Dense(columns, name="column_logits")(x))
-    row = layers.RepeatVector(columns, name="row_by_column")(layers.Dense(rows, name="row_logits")(x))
+    column = layers.Dense(columns, name="column_logits")(x)  # (B, 22)
+    row = layers.Dense(rows, name="row_logits")(x)  # (B, 15)
+    if line is not None:
+        column = layers.Add(name="column_logits_with_line")([column, layers.Dense(columns, name="column_from_line")(line)])
+        row = layers.Add(name="row_logits_with_line")([row, layers.Dense(rows, name="row_from_line")(line)])
+    column = layers.RepeatVector(rows, name="column_by_row")(column)
+    row = layers.RepeatVector(columns, name="row_by_column")(row)
     row = layers.Permute((2, 1), name="row_logits_grid")(row)  # (B, 15, 22)
     cell = layers.Dense(geo.CALO_GRID_CELLS, kernel_initializer="zeros", name="cell_logits")(x)
     cell = layers.Reshape((rows, columns), name="cell_logits_grid")(cell)
@@ -135,7 +142,7 @@ def cell_head(x, head: str = "full"):
 
 def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, filters=(16, 32), squeeze: int = 8,
                  units: int = 64, dense: int = 128, dropout: float = 0.2, head: str = "full",
-                 line_input: bool = False):
+                 line_input: bool = False, line_skip: bool = False):
     """Single-label model: one track's views -> (B, 330) softmax ``cell`` on the track's side.
 
     ``views``: which of "top" (B, 18, 113, C), "side" (B, 30, 113, C), "front" (B, 30, 18, C) it
@@ -143,13 +150,16 @@ def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, fil
     away). ``channels``: 1 (hits / hit counts) or 2 (and the drift radius / 22 mm); ``z_channel``:
     the top view also carries wirez / 1500 mm (its channel 1, before the radius). ``head``: see
     :func:`cell_head`. ``line_input``: a further input "line" (B, 264) (the line fit), which enters
-    the trunk both as it is and through a dense layer of 64. About 240k
+    the trunk both as it is and through a dense layer of 64; ``line_skip`` (factorised head and line
+    input only) also adds it to the row and column logits (:func:`cell_head`). About 240k
     parameters with the defaults and the three views. Returns the uncompiled ``keras.Model``.
     """
     import keras
     from keras import layers
 
     views = _check_views(views)
+    if line_skip and not (line_input and head == "factorised"):
+        raise ValueError("line_skip needs line_input and the factorised head")
     inputs = _inputs(views, channels, z_channel)
     crops = {"top": ((geo.N_LAYERS, 0), (0, 0)), "front": ((0, 0), (geo.N_LAYERS, 0))}
     features = []
@@ -158,12 +168,13 @@ def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, fil
         if view in crops:
             x = layers.Cropping2D(crops[view], name=f"{view}_side1")(x)  # top (B, 9, 113, C), front (B, 30, 9, C)
         features.append(view_branch(x, view, pools=POOLS[view], filters=filters, squeeze=squeeze, units=units))
+    line = None
     if line_input:
         line = keras.Input(shape=(LINE_FEATURES,), name=LINE_INPUT)  # (B, 264)
         inputs[LINE_INPUT] = line
         features += [line, layers.Dense(64, activation="relu", name="line_dense")(line)]
     x = _trunk(features, dense, dropout, "head")
-    cell = cell_head(x, head)  # (B, 330)
+    cell = cell_head(x, head, line if line_skip else None)  # (B, 330)
     return keras.Model(inputs if len(inputs) > 1 else inputs[views[0]], cell,
                        name="calorimeter_single" + ("_z" if z_channel else "") + ("_line" if line_input else ""))
 

@@ -368,12 +368,15 @@ def test_single_mode_with_z_channel_trains_and_reconstructs_from_it(tiny_data, t
 
     out = tmp_path / "z"
     assert script.main(flags(tiny_data, out, "--mode", "single", "--views", "top", "--z-channel", "--radius-channel",
-                             "--line-input", "--head", "factorised", "--filters", "8", "8", "--squeeze", "4",
-                             "--units", "16")) == 0
+                             "--line-input", "--line-skip", "--head", "factorised", "--filters", "8", "8",
+                             "--squeeze", "4", "--units", "16")) == 0
     metrics, _ = check_run(out, "single")
     assert metrics["test"]["n_tracks"] > 0
     calo = reconstruction.load_calorimeter(out / "model.keras", "single", flag="--calo-single")
     assert calo.views == ("top",) and calo.radius_channel and calo.z_channel and calo.line_input
+    # --line-skip: the line reaches the row and column logits through their own linear layers
+    assert calo.model.get_layer("column_from_line").kernel.shape == (264, 22)
+    assert calo.model.get_layer("row_from_line").kernel.shape == (264, 15)
     batch = read_events(tiny_data)
     labels = np.zeros(int(batch.hit_offsets[-1]), np.int64)  # every hit in cluster 0
     cells = reconstruction.clustered_cells(calo, batch, labels, batch_size=16)
@@ -388,7 +391,8 @@ def test_z_channel_needs_single_mode_and_the_top_view(tiny_data, tmp_path, capsy
 
     for more, flag in ((["--mode", "multi", "--z-channel"], "--z-channel"),
                        (["--mode", "single", "--views", "side", "--z-channel"], "--z-channel"),
-                       (["--mode", "multi", "--line-input"], "--line-input")):
+                       (["--mode", "multi", "--line-input"], "--line-input"),
+                       (["--mode", "single", "--line-input", "--line-skip"], "--line-skip")):
         with pytest.raises(SystemExit) as exit_info:
             script.main(flags(tiny_data, tmp_path / "bad", *more))
         assert exit_info.value.code == 2 and flag in capsys.readouterr().err
