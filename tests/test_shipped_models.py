@@ -112,7 +112,7 @@ def test_shipped_clustering_generator_clusters_fresh_events():
 
 
 def test_shipped_calorimeter_model_finds_the_cell_of_fresh_tracks():
-    """Cell accuracy >= 88 % on 300 fresh clean one-track events (held-out: 92.9 %); the side is the hits' side."""
+    """Cell accuracy >= 93 % on 300 fresh clean one-track events (held-out: 97.0 %); the side is the hits' side."""
     import reconstruction
     from my_generator.my_generator import generate
 
@@ -124,4 +124,4 @@ def test_shipped_calorimeter_model_finds_the_cell_of_fresh_tracks():
     truth = {name: np.asarray(batch.tracks[f"calo_{name}"]) for name in ("side", "column", "row")}
     assert np.array_equal(cells.side, truth["side"])
     right = (cells.column == truth["column"]) & (cells.row == truth["row"])
-    assert right.mean() >= 0.88, right.mean()
+    assert right.mean() >= 0.93, right.mean()
