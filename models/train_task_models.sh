@@ -79,6 +79,8 @@ calorimeter_wall() {
         --k predicted --data $MG --max-events 200000 --filters 24 24 --squeeze 16 \
         --epochs 4 --steps-per-epoch 300 --batch-size 64 --learning-rate 2e-3 --lr-schedule cosine
 }
+# (This session's run was stopped after epoch 3 of 4 for time and finished with the same command and
+# --epochs 3: the schedule was that of 4 epochs up to there.)
 # Fourth: the same with --line-skip (the line's bumps straight into the row and column logits): the
 # third model (97.0 / 97.3 % clean, 1 / 2-4 tracks) stayed below its own line input (97.8-98.0 %).
 calorimeter_single_skip() {
