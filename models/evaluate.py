@@ -270,10 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="skip DBSCAN and Hough (their scores already in clustering.json are kept)")
     calorimeter = commands.add_parser("calorimeter", parents=[tasks], help="calorimeter single- and multi-label models")
     calorimeter.add_argument("--single", default=None, metavar="MODEL",
-                             help="single-label model "
-                                  "(default models/calorimeter_single_my_generator.keras if present)")
+                             help="single-label model (default models/calorimeter_single_my_generator.keras "
+                                  "if present; none: skip it)")
     calorimeter.add_argument("--multi", default=None, metavar="MODEL",
-                             help="multi-label model (default models/calorimeter_multi_my_generator.keras if present)")
+                             help="multi-label model (default models/calorimeter_multi_my_generator.keras if "
+                                  "present; none: skip it)")
     calorimeter.add_argument("--clusterer", default=None, metavar="MODEL|hough|dbscan",
                              help="clusterer in front of the single-label model (default "
                                   "models/clustering_my_generator.keras if present, else hough); none: truth only")
@@ -312,8 +313,8 @@ def main(argv=None) -> int:
             return 0
         import evaluate_calorimeter as task
 
-        single = args.single or _shipped("calorimeter_single_my_generator")
-        multi = args.multi or _shipped("calorimeter_multi_my_generator")
+        single = None if args.single == "none" else args.single or _shipped("calorimeter_single_my_generator")
+        multi = None if args.multi == "none" else args.multi or _shipped("calorimeter_multi_my_generator")
         if single is None and multi is None:
             raise ValueError("--single / --multi: no calorimeter model given and none shipped in models/")
         clusterer = args.clusterer or _shipped("clustering_my_generator") or "hough"
