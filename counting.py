@@ -8,7 +8,7 @@ What those scripts share and the core (``snemo/``) must not know:
   the confusion matrix (PDF and PNG) and prints the confusion matrix and the accuracy;
 * :func:`labels`, :func:`model_views`: class labels and what a trained counter reads;
 * :func:`init_from`: start from the weights of a trained counter (``--init-model``), checked;
-  :func:`add_init_flag` and :func:`apply_init` give a script that flag;
+  :func:`add_init_flag`, :func:`check_init_flag` and :func:`apply_init` give a script that flag;
 * :func:`load_model`: a trained counter, CNN or CapsNet (capsule layers registered first).
 
     import counting
@@ -128,6 +128,13 @@ def add_init_flag(parser) -> None:
     parser.add_argument("--init-model", default=None, metavar="MODEL.keras",
                         help="start from the weights of this trained counter (same view, channels and "
                              "--max-tracks) instead of random ones")
+
+
+def check_init_flag(args) -> None:
+    """Before anything is written: ``--init-model``, when given, must name a readable Keras file
+    (ValueError naming the flag otherwise, see ``snemo.cli.check_keras_file``)."""
+    if args.init_model:
+        cli.check_keras_file(args.init_model, flag="--init-model")
 
 
 def apply_init(run: cli.Run, model, args) -> None:

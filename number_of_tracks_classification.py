@@ -41,8 +41,7 @@ def main(argv=None) -> int:
     def body():
         import importlib
 
-        if args.init_model:
-            cli.check_keras_file(args.init_model, flag="--init-model")
+        counting.check_init_flag(args)
         run = cli.start_run(f"number_of_tracks_{args.view}", args, argv,
                             program="number_of_tracks_classification.py")
         splits = counting.load(run, view=args.view)

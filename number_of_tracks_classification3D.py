@@ -33,8 +33,7 @@ def main(argv=None) -> int:
     def body():
         from architectures import view3d
 
-        if args.init_model:
-            cli.check_keras_file(args.init_model, flag="--init-model")
+        counting.check_init_flag(args)
         run = cli.start_run("number_of_tracks_3D", args, argv, program="number_of_tracks_classification3D.py")
         splits = counting.load(run, three_d=True)
         model = cli.build_in_scope(run, view3d.build, input_shape=cli.input_shape(splits.train),

@@ -110,16 +110,14 @@ def load_calorimeter(path, mode: str, *, flag: str) -> CaloModel:
     Raises ValueError naming ``flag`` and ``path`` when the file does not hold such a model.
     """
     import clustering_inference as inference
-    from architectures.calorimeter import input_channels
+    from architectures.calorimeter import input_channels, input_views
     from snemo import cli
 
     model = cli.load_keras_model(path, flag=flag)
-    names = tuple(tensor.name.split(":")[0] for tensor in model.inputs if tensor.name.split(":")[0] != "line")
-    if not (names == ("wall",) and mode == "multi") and (not names or any(name not in ("top", "side", "front")
-                                                                           for name in names)):
-        raise ValueError(f"{flag} {path}: not a {'single' if mode == 'single' else 'multi'}-label calorimeter model "
-                         f"(its inputs are {list(names)}, expected views among top, side, front"
-                         f"{' or the wall view' if mode == 'multi' else ''})")
+    try:
+        names = input_views(model)
+    except ValueError as error:
+        raise ValueError(f"{flag} {path}: {error}") from None
     output = model.output["cells"] if isinstance(model.output, dict) and "cells" in model.output else model.output
     width = output.shape[-1] if hasattr(output, "shape") else None
     wanted = geo.CALO_GRID_CELLS if mode == "single" else geo.N_SIDES * geo.CALO_GRID_CELLS

@@ -21,7 +21,7 @@ layer and the output.
   (B, max_tracks) softmax over 1..max_tracks tracks.
 
 Inputs are named after their views ("top", "side", "front"), so ``model.input_names`` tell which
-views a model reads; :func:`input_channels` tells its channels (a single-label model with the z
+views a model reads (:func:`input_views`); :func:`input_channels` tells its channels (a single-label model with the z
 channel on its top view is named ``calorimeter_single_z``). A single-label model may also read
 "line" (B, 264), the straight-line fit of the track's hits (:mod:`datasets.line_fit`): where the
 track reaches the wall, which the views show only binned. Functional Keras 3, no Lambda layer: loadable with ``safe_mode=True``.
@@ -79,6 +79,19 @@ def _inputs(views, channels: int, z_channel: bool = False):
         raise ValueError(f"channels must be 1 (hits) or 2 (hits, radius), got {channels}")
     return {view: keras.Input(shape=VIEW_SHAPES[view] + (channels + int(z_channel and view == "top"),), name=view)
             for view in views}  # (B, H, W, C)
+
+
+def input_views(model) -> tuple[str, ...]:
+    """The views a calorimeter model reads, from its input names (the line input left out): views
+    among "top", "side", "front" in that order, or ("wall",). Raises ValueError naming the inputs otherwise."""
+    names = tuple(tensor.name.split(":")[0] for tensor in model.inputs if tensor.name.split(":")[0] != LINE_INPUT)
+    if names == (WALL_INPUT,):
+        return names
+    views = tuple(view for view in VIEWS if view in names)
+    if not views or len(views) != len(names):
+        raise ValueError(f"not a calorimeter model: its inputs are {list(names)}, expected views among "
+                         f"{', '.join(VIEWS)} or the wall view alone")
+    return views
 
 
 def input_channels(model) -> dict:
@@ -207,7 +220,6 @@ def build_multi(views=VIEWS, *, channels: int = 1, output: str = "softmax", max_
         return keras.Model(model_inputs, cells, name=f"calorimeter_multi_{output}")
     count = layers.Dense(int(max_tracks), activation="softmax", name="count")(x)  # (B, max_tracks)
     return keras.Model(model_inputs, {"cells": cells, "count": count}, name=f"calorimeter_multi_{output}_count")
-
 
 
 def build_wall(*, filters: int = 24, blocks: int = 3, squeeze: int = 16, output: str = "softmax",

@@ -41,7 +41,7 @@ def cell_counts(events: EventBatch) -> np.ndarray:
 
 
 def _is_wall(view) -> bool:
-    return (view,) == (wall_view.NAME,) or tuple(view) == (wall_view.NAME,)
+    return ((view,) if isinstance(view, str) else tuple(view)) == (wall_view.NAME,)
 
 
 def model_inputs(events: EventBatch, view=("top", "side", "front"), radius_channel: bool = False):

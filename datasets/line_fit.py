@@ -85,16 +85,16 @@ def top_line(event, u, c, radius, n_events: int, iterations: int = DRIFT_ITERATI
     direction_u, direction_c) as :func:`_orthogonal_fit`, and the signed distance of each wire
     from the final line (n_hits,), cell units.
     """
-    line = _orthogonal_fit(event, u, c, n_events)
-    for _ in range(iterations + 1):
+    def signed_distance(line):  # of each wire from the line, and the line's unit normal at each hit
         mean_u, mean_c, dir_u, dir_c = (part[event] for part in line)
-        normal_u, normal_c = -dir_c, dir_u
-        signed = (u - mean_u) * normal_u + (c - mean_c) * normal_c
-        if _ == iterations:
-            break
+        return (u - mean_u) * -dir_c + (c - mean_c) * dir_u, -dir_c, dir_u
+
+    line = _orthogonal_fit(event, u, c, n_events)
+    for _ in range(iterations):
+        signed, normal_u, normal_c = signed_distance(line)
         towards = -np.sign(signed) * radius  # the tangent point lies on the line's side of the wire
         line = _orthogonal_fit(event, u + towards * normal_u, c + towards * normal_c, n_events)
-    return line + (signed,)
+    return line + (signed_distance(line)[0],)
 
 
 def _bumps(values: np.ndarray, centres: np.ndarray) -> np.ndarray:

@@ -37,15 +37,9 @@ ORIGINAL_TOP_K = {"1": 0.987, "2": 0.908, "3": 0.865}  # the original's column-o
 
 def input_spec(model) -> tuple[tuple[str, ...], dict]:
     """(views, {"radius_channel", "z_channel", "line_input"}) a calorimeter model reads, from its inputs and name."""
-    from architectures.calorimeter import input_channels
+    from architectures.calorimeter import input_channels, input_views
 
-    names = tuple(layer.name for layer in model.layers if layer.__class__.__name__ == "InputLayer"
-                  and layer.name != "line")
-    views = tuple(name for name in ("top", "side", "front", "wall") if name in names)
-    if not views or len(views) != len(names) or ("wall" in views and len(views) > 1):
-        raise ValueError(f"not a calorimeter model: inputs {names}, expected views among top, side, front, "
-                         "or the wall view alone")
-    return views, input_channels(model)
+    return input_views(model), input_channels(model)
 
 
 @functools.lru_cache(maxsize=None)
