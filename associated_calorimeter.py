@@ -13,6 +13,7 @@ same --out to resume). --compare RUN_A RUN_B only plots two multi-label runs by 
 
     python associated_calorimeter.py --mode single --epochs 10
     python associated_calorimeter.py --mode multi --loss softmax --k predicted --out runs/calo_softmax
+    python associated_calorimeter.py --mode single ... --init-model models/calorimeter_single_my_generator.keras  # further
     python associated_calorimeter.py --mode multi --loss sigmoid --out runs/calo_sigmoid
     python associated_calorimeter.py --mode multi --views wall --filters 24 24 --out runs/calo_wall
     python associated_calorimeter.py --compare runs/calo_softmax runs/calo_sigmoid --out runs/calo_compare
@@ -62,6 +63,9 @@ def build_parser():
     task.add_argument("--views", nargs="+", choices=VIEWS + ("wall",), default=list(VIEWS),
                       help="views the model reads (default: %(default)s); multi: 'wall' alone, the wall view "
                            "(datasets/wall_view.py) and its fully convolutional model (build_wall)")
+    task.add_argument("--init-model", default=None, metavar="MODEL.keras",
+                      help="start from the weights of this trained calorimeter model (same mode, views, channels "
+                           "and sizes) instead of random ones")
     task.add_argument("--compare", nargs="+", metavar="RUN", default=None,
                       help="plot these multi-label runs' metrics by number of tracks into --out (or .) and exit")
     return parser
@@ -99,6 +103,8 @@ def main(argv=None) -> int:
             return 0
         from architectures import calorimeter
 
+        if args.init_model:
+            cli.check_keras_file(args.init_model, flag="--init-model")
         run = cli.start_run(f"associated_calorimeter_{args.mode}", args, argv, program="associated_calorimeter.py")
         splits = task.load(run)
         channels = 2 if args.radius_channel else 1
@@ -114,6 +120,8 @@ def main(argv=None) -> int:
         else:
             model = cli.build_in_scope(run, calorimeter.build_multi, tuple(args.views), channels=channels, **size,
                                        output=args.loss, max_tracks=None if args.no_count_head else args.max_tracks)
+        if args.init_model:
+            task.init_weights(run, model, args.init_model)
         run.open()
         cli.train_model(run, model, task.training_splits(args, splits), step=task.make_step(args, model))
         title = "single-label" if args.mode == "single" else f"multi-label {args.loss}"

@@ -5,6 +5,7 @@
   :func:`training_splits`, the same splits with the targets a step trains on;
 * :func:`make_step`: the step of the shared training loop: :class:`snemo.steps.ClassifierStep`
   (single label; multi-label without the count head) or :func:`count_head_step` (two heads);
+* :func:`init_weights`: ``--init-model``, a trained calorimeter model's weights as the start;
 * :func:`report`: the evaluation on the test split that writes ``metrics.json`` and the plots;
 * :func:`compare`: the plot of two multi-label runs (sigmoid, softmax) by number of tracks.
 
@@ -49,6 +50,34 @@ def load(run: cli.Run):
     if splits.n_train == 0:
         raise ValueError("the training split is empty: give more events (--data, --max-events)")
     return splits
+
+
+def init_weights(run: cli.Run, model, path: str) -> None:
+    """Copy the weights of the trained calorimeter model in ``path`` into ``model`` (``--init-model``).
+
+    The file must take the same inputs (names and shapes: views, channels, the line) and hold
+    weight arrays of the same shapes (the same --head, --filters, --squeeze, --units, count head);
+    ValueError naming the flag and the file otherwise. Records the file in the run's config.
+    """
+    import os
+
+    trained = cli.load_keras_model(path, flag="--init-model")
+
+    def inputs(m):
+        return sorted((t.name.split(":")[0], tuple(t.shape[1:])) for t in m.inputs)
+
+    if inputs(trained) != inputs(model):
+        raise ValueError(f"--init-model {path} takes inputs {inputs(trained)}; this run's model takes "
+                         f"{inputs(model)} (check --views, --radius-channel, --z-channel, --line-input)")
+    have = [tuple(w.shape) for w in trained.weights]
+    need = [tuple(w.shape) for w in model.weights]
+    if have != need:
+        raise ValueError(f"--init-model {path}: its {len(have)} weight arrays do not fit the {len(need)} of this "
+                         "architecture (check --mode, --head, --filters, --squeeze, --units, --line-skip)")
+    with run.strategy.scope():
+        model.set_weights(trained.get_weights())
+    run.record(init_model=os.path.abspath(path))
+    run.log(f"weights from {path}")
 
 
 def uses_count_head(args) -> bool:

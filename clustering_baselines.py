@@ -7,7 +7,9 @@ and friends keep working).
 
 * :func:`dbscan_cluster`: DBSCAN (scikit-learn) on the hits' wire (x, y) and scaled z, mm.
 * :func:`hough_cluster`: an iterative Hough-transform line finder (scikit-image ``hough_line``) on
-  each side's (9 layers, 113 columns) top view.
+  each side's (9 layers, 113 columns) top view, its clusters then refined by their fitted lines.
+* :func:`refine_by_lines`: any clustering's hits re-associated with the 3D lines fitted to its
+  clusters (drift circles and z, :mod:`datasets.line_fit`); the Hough finder ends with it.
 * :func:`tune`: grid search of a baseline's settings on validation events.
 """
 
@@ -21,7 +23,8 @@ from clustering import DEFAULT_MAX_TRACKS, _one_listing_per_cell, _z_or_nan, can
 from snemo import geometry as geo
 from snemo.events import EventBatch, offsets_from_counts
 
-__all__ = ["DBSCAN_DEFAULTS", "HOUGH_DEFAULTS", "dbscan_cluster", "hough_cluster", "tune"]
+__all__ = ["DBSCAN_DEFAULTS", "HOUGH_DEFAULTS", "REFINE_DEFAULTS", "dbscan_cluster", "hough_cluster", "refine_by_lines",
+           "tune"]
 
 # Chosen once by :func:`tune` on validation events: my_generator, 300 clean events of each count
 # 1..4 (seeds 1001..1004). DBSCAN (no count), two grids: eps {50, 65, 80, 100} mm x z_scale {0, 0.02,
@@ -30,6 +33,9 @@ __all__ = ["DBSCAN_DEFAULTS", "HOUGH_DEFAULTS", "dbscan_cluster", "hough_cluster
 # distance {0.8, 0.85, 0.9, 0.95}.
 DBSCAN_DEFAULTS = {"eps": 100.0, "min_samples": 1, "z_scale": 0.2}
 HOUGH_DEFAULTS = {"distance": 0.85, "min_votes": 3}
+# A hit joins a cluster's line within these distances, cell units (11 mm between its drift circle and the
+# top-view line, 44 mm between its z and the z line: the line fit's own outlier limits); two rounds.
+REFINE_DEFAULTS = {"top_tolerance": 0.25, "z_tolerance": 1.0, "rounds": 2}
 _EVENT_GAP = 1.0e6  # mm between events in the single DBSCAN call (far beyond any eps)
 
 
@@ -103,7 +109,8 @@ def _line_hits(layer, column, theta, rho, distance):
 
 def hough_cluster(batch: EventBatch, n_tracks=None, *, distance: float = HOUGH_DEFAULTS["distance"],
                   min_votes: int = HOUGH_DEFAULTS["min_votes"], min_hits: int = 3,
-                  max_tracks: int = DEFAULT_MAX_TRACKS, n_angles: int = 180, progress: bool = True) -> np.ndarray:
+                  max_tracks: int = DEFAULT_MAX_TRACKS, n_angles: int = 180, progress: bool = True,
+                  refine: bool = True) -> np.ndarray:
     """Iterative Hough-transform line finder on the top view: labels int16 (n_hits,), canonical order.
 
     Each side's top view is a (9 layers, 113 columns) image, isotropic in cell units (44 mm). Each
@@ -113,6 +120,8 @@ def hough_cluster(batch: EventBatch, n_tracks=None, *, distance: float = HOUGH_D
     cell, removes them and repeats: up to ``n_tracks`` (n,) lines when given, else ``max_tracks``;
     an event stops when the peak has fewer than ``min_votes`` cells or a line fewer than
     ``min_hits`` hits. Loops over events (a baseline), with a progress bar on standard error.
+    With ``refine`` (default), the clusters then go through :func:`refine_by_lines`: fitted to
+    their drift circles and z, every hit re-associated with the nearest line or made noise.
     """
     from skimage.transform import hough_line
     from tqdm import tqdm
@@ -157,7 +166,63 @@ def hough_cluster(batch: EventBatch, n_tracks=None, *, distance: float = HOUGH_D
             out[a:b][near] = track
             remaining &= ~near
             cache.pop(s)
-    return canonical_labels(batch, out)
+    return refine_by_lines(batch, out) if refine else canonical_labels(batch, out)
+
+
+def refine_by_lines(batch: EventBatch, labels, *, top_tolerance: float = REFINE_DEFAULTS["top_tolerance"],
+                    z_tolerance: float = REFINE_DEFAULTS["z_tolerance"],
+                    rounds: int = REFINE_DEFAULTS["rounds"]) -> np.ndarray:
+    """Clusters refitted and hits re-associated: labels int16 (n_hits,), canonical order, -1 noise.
+
+    ``labels`` (n_hits,): any clustering of ``batch`` (-1 noise). Each cluster of 2 or more hits
+    gets the 3D line of :func:`datasets.line_fit.fit_lines` (drift circles, z; robust to a few
+    foreign hits); every hit of the event, noise included, then goes to the cluster on its side
+    whose line passes nearest (distances in cell units: drift circle to top-view line over
+    ``top_tolerance``, plus z to z line over ``z_tolerance`` when both exist) if it is within both
+    tolerances, else to noise; one listing per cell and cluster. A cluster whose line keeps fewer
+    than half its hits (two tracks in one cluster) keeps those of its hits that no other took.
+    ``rounds`` times. Vectorised.
+    """
+    from datasets.line_fit import fit_lines, hit_coordinates, hit_residuals
+    from snemo.events import ranges
+
+    labels = np.asarray(canonical_labels(batch, labels), dtype=np.int64)
+    event = batch.hit_event_index()
+    n_hits = len(labels)
+    u, c, z, radius, with_z = hit_coordinates(batch)
+    side = batch.hits["grid_side"].astype(np.int64)
+    cell = geo.cell_id(side, batch.hits["grid_layer"].astype(np.int64), batch.hits["grid_column"].astype(np.int64))
+    for _ in range(rounds):
+        per_event = np.zeros(len(batch), np.int64)
+        np.maximum.at(per_event, event, labels + 1)  # clusters 0..k-1 of each event
+        first = offsets_from_counts(per_event)[:-1]
+        n_lines = int(per_event.sum())
+        on = labels >= 0
+        line_of = first[event] + labels
+        size = np.bincount(line_of[on], minlength=n_lines)
+        lines = fit_lines(line_of[on], u[on], c[on], radius[on], z[on], with_z[on], n_lines, cross_collinear=True)
+        line_side = (2 * np.bincount(line_of[on], side[on], n_lines) >= size).astype(np.int64)
+        pair_hit = np.repeat(np.arange(n_hits), per_event[event])  # every hit against every cluster of its event
+        pair_label = ranges(np.zeros(n_hits, np.int64), per_event[event])
+        pair_line = first[event[pair_hit]] + pair_label
+        top, dz = hit_residuals(lines, pair_line, u[pair_hit], c[pair_hit], radius[pair_hit], z[pair_hit])
+        use_z = with_z[pair_hit] & lines["posed_z"][pair_line]
+        near = ((size[pair_line] >= 2) & (line_side[pair_line] == side[pair_hit]) & (top <= top_tolerance)
+                & (~use_z | (dz <= z_tolerance)))
+        cost = np.where(near, top / top_tolerance + np.where(use_z, dz / z_tolerance, 0.0), np.inf)
+        best = np.full(n_hits, np.inf)
+        np.minimum.at(best, pair_hit, cost)
+        chosen = near & (cost == best[pair_hit])
+        new = np.full(n_hits, -1, np.int64)
+        new[pair_hit[chosen]] = pair_label[chosen]  # ties: either cluster
+        # a cluster whose line fits few of its hits (two tracks in one) keeps its free hits
+        left = np.bincount(first[event[new >= 0]] + new[new >= 0], minlength=n_lines)
+        own = np.maximum(line_of, 0)
+        lost = on & (new < 0) & (2 * left[own] < size[own])
+        new[lost] = labels[lost]
+        keep = _one_listing_per_cell(new >= 0, first[event] + np.maximum(new, 0), cell, _z_or_nan(batch))
+        labels = np.asarray(canonical_labels(batch, np.where(keep, new, -1)), dtype=np.int64)
+    return labels.astype(np.int16)
 
 
 def tune(method: Callable, batch: EventBatch, grid: dict, n_tracks=None) -> tuple[dict, list]:

@@ -122,6 +122,12 @@ stream_r3d() {  # the voxel counter trained further (about an hour of a core), t
     step_as voxel_my_generator_r3 voxel_my_generator $PY number_of_tracks_classification3D.py --data $MG --init-model runs/r2/voxel_my_generator.keras --epochs 4 --steps-per-epoch 500 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
     trial combined_toyhaystack_r3 $PY combined.py --data $TH --top models/top_toyhaystack.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 1 --finetune-learning-rate 1e-4 --steps-per-epoch 200 --batch-size 256
 }
+stream_r4v() {  # the third-release voxel counter (git, commit 59c35fe) trained further at half the rate
+    # (a trial: shipped by hand, as models/voxel_my_generator.keras, if its held-out table is better)
+    mkdir -p runs/r3
+    [ -f runs/r3/voxel_my_generator.keras ] || git show "59c35fe:models/voxel_my_generator.keras" > runs/r3/voxel_my_generator.keras
+    trial voxel_my_generator_r4 $PY number_of_tracks_classification3D.py --data $MG --init-model runs/r3/voxel_my_generator.keras --epochs 3 --steps-per-epoch 500 --batch-size 128 --learning-rate 5e-4 --lr-schedule cosine
+}
 # The clean first-release counters the fine-tuning starts from (git history keeps them).
 mkdir -p runs/init
 for name in top_my_generator side_my_generator front_my_generator top_toyhaystack; do
@@ -135,6 +141,7 @@ case ${STREAM:-} in
     r3b) stream_r3b ;;
     r3c) stream_r3c ;;
     r3d) stream_r3d ;;  # a later session: voxel and toyhaystack combined
+    r4v) stream_r4v ;;  # the session after: the voxel counter further
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"

@@ -80,3 +80,27 @@ def test_the_top_line_is_fitted_to_the_drift_circles_and_z_at_the_foot_of_each_w
     through_wires = line_features(EventBatch(batch.hit_offsets, dict(hits, radius=np.zeros(len(track), np.float32)),
                                              batch.track_offsets, {}))
     assert np.max(np.abs(through_wires[:, 0] - f[:, 0]) * 113) > 0.05
+
+
+def test_a_track_that_never_leaves_its_first_layer_starts_at_the_foil_and_goes_the_way_it_leaves():
+    """Nearly parallel to the foil, all hits in layer 0: towards the first or last column (it leaves
+    through that X-wall), crossing the wire row or not, the line and its z are found exactly."""
+    from my_generator import my_generator as mg
+
+    x = np.array([100.3, 20.2, 99.6, 10.4])
+    slope_top = np.array([40.0, -30.0, 15.0, -25.0])  # leaves the columns at u = 0.32, 0.67, 0.89, 0.42
+    z0, slope_front = np.array([-5.0, 3.0, 10.0, 0.0]), np.array([0.5, -0.8, 0.3, 0.2])
+    track, layer, column, wirez, distance = mg._track_hits(x, z0, slope_top, slope_front)
+    assert np.all(layer == 0) and np.all(np.bincount(track, minlength=4) >= 5)
+    hits = {"grid_side": np.ones(len(track), np.int8), "grid_layer": layer.astype(np.int8),
+            "grid_column": column.astype(np.int16), "wirez": (wirez * geo.CELL_PITCH).astype(np.float32),
+            "radius": (distance * geo.CELL_PITCH).astype(np.float32), "wirez_missing": np.zeros(len(track), np.int8)}
+    batch = EventBatch(offsets_from_counts(np.bincount(track, minlength=4)), hits, np.zeros(5, np.int64), {})
+    f = line_features(batch)
+    np.testing.assert_allclose(f[:, 2], np.arctan2(slope_top, 1.0) / (np.pi / 2), atol=1e-4)  # direction, its sign
+    np.testing.assert_allclose(f[:, 6] * 113, x, atol=1e-3)  # starts on the foil
+    np.testing.assert_allclose(f[:, 1] * HALF, z0 + 9 * slope_front, atol=1e-2)  # z at the wall
+    assert list(np.sign(f[:, 0] - 0.5)) == [1, -1, 1, -1]  # beyond the last / first column
+    through_wires = line_features(EventBatch(batch.hit_offsets, dict(hits, radius=np.zeros(len(track), np.float32)),
+                                             batch.track_offsets, {}))
+    assert np.max(np.abs(through_wires[:, 1] - f[:, 1]) * HALF) > 1.0  # the wires alone do not give z at the wall
