@@ -56,7 +56,8 @@ def build_parser():
                            "(datasets/line_fit.py: where it reaches the wall, its slopes)")
     task.add_argument("--line-skip", action="store_true",
                       help="single, with --line-input and --head factorised: the line input also enters the "
-                           "row and column logits through one linear layer each")
+                           "row and column logits through one linear layer each, which starts from the grid "
+                           "binning of the line's wall position (the cell the line alone predicts)")
     task.add_argument("--head", choices=("full", "factorised"), default="full",
                       help="single: the cell softmax from one dense layer, or from a row term plus a column "
                            "term plus a cell term (default %(default)s)")
@@ -110,9 +111,11 @@ def main(argv=None) -> int:
         channels = 2 if args.radius_channel else 1
         size = dict(filters=tuple(args.filters), squeeze=args.squeeze, units=args.units)
         if args.mode == "single":
+            from datasets.line_fit import grid_binning
+
             model = cli.build_in_scope(run, calorimeter.build_single, tuple(args.views), channels=channels,
                                        z_channel=args.z_channel, head=args.head, line_input=args.line_input,
-                                       line_skip=args.line_skip,
+                                       line_skip=args.line_skip, line_prior=grid_binning() if args.line_skip else None,
                                        **size)
         elif args.views == ["wall"]:
             model = cli.build_in_scope(run, calorimeter.build_wall, filters=args.filters[0], squeeze=args.squeeze,

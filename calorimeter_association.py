@@ -55,9 +55,11 @@ def load(run: cli.Run):
 def init_weights(run: cli.Run, model, path: str) -> None:
     """Copy the weights of the trained calorimeter model in ``path`` into ``model`` (``--init-model``).
 
-    The file must take the same inputs (names and shapes: views, channels, the line) and hold
-    weight arrays of the same shapes (the same --head, --filters, --squeeze, --units, count head);
-    ValueError naming the flag and the file otherwise. Records the file in the run's config.
+    The file must take the same inputs (names and shapes: views, channels, the line). Weights go
+    layer by layer, by name: a layer of both must hold arrays of the same shapes; a layer the file
+    lacks (the --line-skip layers added to a model trained without them) keeps its start and is
+    named in the log; a file layer this model lacks is an error. ValueError naming the flag and the
+    file otherwise. Records the file in the run's config.
     """
     import os
 
@@ -69,15 +71,23 @@ def init_weights(run: cli.Run, model, path: str) -> None:
     if inputs(trained) != inputs(model):
         raise ValueError(f"--init-model {path} takes inputs {inputs(trained)}; this run's model takes "
                          f"{inputs(model)} (check --views, --radius-channel, --z-channel, --line-input)")
-    have = [tuple(w.shape) for w in trained.weights]
-    need = [tuple(w.shape) for w in model.weights]
-    if have != need:
-        raise ValueError(f"--init-model {path}: its {len(have)} weight arrays do not fit the {len(need)} of this "
-                         "architecture (check --mode, --head, --filters, --squeeze, --units, --line-skip)")
+    theirs = {layer.name: layer for layer in trained.layers if layer.weights}
+    ours = {layer.name: layer for layer in model.layers if layer.weights}
+    if set(theirs) - set(ours):
+        raise ValueError(f"--init-model {path} has layers this architecture lacks: {sorted(set(theirs) - set(ours))} "
+                         "(check --mode, --head, --views)")
+    for name, layer in theirs.items():
+        have = [tuple(w.shape) for w in layer.weights]
+        need = [tuple(w.shape) for w in ours[name].weights]
+        if have != need:
+            raise ValueError(f"--init-model {path}: layer {name} holds weights {have}, this run's needs {need} "
+                             "(check --filters, --squeeze, --units, --max-tracks)")
     with run.strategy.scope():
-        model.set_weights(trained.get_weights())
+        for name, layer in theirs.items():
+            ours[name].set_weights(layer.get_weights())
     run.record(init_model=os.path.abspath(path))
-    run.log(f"weights from {path}")
+    fresh = sorted(set(ours) - set(theirs))
+    run.log(f"weights from {path}" + (f"; new layers kept at their start: {', '.join(fresh)}" if fresh else ""))
 
 
 def uses_count_head(args) -> bool:

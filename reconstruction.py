@@ -88,7 +88,7 @@ class CaloModel:
     radius_channel: bool
     forward: object = None
     z_channel: bool = False
-    line_input: bool = False
+    line_input: bool | int = False  # or the number of line features the model reads
 
     def predict(self, events: EventBatch, make_inputs, batch_size: int) -> np.ndarray:
         """The cell scores of ``events``, ``batch_size`` events at a time (memory bounded by the batch).

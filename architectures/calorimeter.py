@@ -23,7 +23,7 @@ layer and the output.
 Inputs are named after their views ("top", "side", "front"), so ``model.input_names`` tell which
 views a model reads (:func:`input_views`); :func:`input_channels` tells its channels (a single-label model with the z
 channel on its top view is named ``calorimeter_single_z``). A single-label model may also read
-"line" (B, 264), the straight-line fit of the track's hits (:mod:`datasets.line_fit`): where the
+"line" (B, 301), the straight-line fit of the track's hits (:mod:`datasets.line_fit`): where the
 track reaches the wall, which the views show only binned. Functional Keras 3, no Lambda layer: loadable with ``safe_mode=True``.
 """
 
@@ -33,7 +33,7 @@ from snemo import geometry as geo
 
 VIEWS = ("top", "side", "front")
 LINE_INPUT = "line"  # name of the line-fit input
-LINE_FEATURES = 264  # datasets.line_fit.N_FEATURES
+LINE_FEATURES = 301  # datasets.line_fit.N_FEATURES (models of the first kind read the first 264)
 WALL_INPUT = "wall"  # name of the wall-view input of build_wall (datasets.wall_view)
 VIEW_SHAPES = {"top": geo.TOP_SHAPE, "side": geo.SIDE_SHAPE, "front": geo.FRONT_SHAPE}
 # Per view: max-pooling after each block, as (rows, columns); for the top view of one folded
@@ -95,16 +95,17 @@ def input_views(model) -> tuple[str, ...]:
 
 
 def input_channels(model) -> dict:
-    """{"radius_channel", "z_channel", "line_input"} (bools) of a calorimeter model, from its inputs and name.
+    """{"radius_channel", "z_channel" (bools), "line_input"} of a calorimeter model, from its inputs and name.
 
     Channels are [hit, z (top view only), radius] (:func:`datasets.views.make_view`); ``line_input``:
-    the model also reads the input "line" (:func:`datasets.line_fit.line_features`). Raises
+    False, or the number of features of the input "line" the model reads (the first ones of
+    :func:`datasets.line_fit.line_features`: 301, or 264 for models of the first kind). Raises
     ValueError when the input shapes fit no such layout.
     """
     name = str(model.name)
     z_channel = name.startswith("calorimeter_single") and "z" in name.split("_")
     shapes = {tensor.name.split(":")[0]: int(tensor.shape[-1]) for tensor in model.inputs}
-    line_input = shapes.pop(LINE_INPUT, None) is not None
+    line_input = shapes.pop(LINE_INPUT, None) or False
     if set(shapes) == {WALL_INPUT}:  # the wall view carries z and the radius itself
         return {"radius_channel": True, "z_channel": False, "line_input": False}
     for radius_channel in (False, True):
@@ -122,15 +123,21 @@ def _trunk(features: list, dense: int, dropout: float, name: str):
     return layers.Dropout(dropout, name=f"{name}_dropout")(x)
 
 
-def cell_head(x, head: str = "full", line=None):
+LINE_PRIOR_SCALE = 4.0  # logits per unit of bump: about 10 for the bin a line's wall position lies in
+
+
+def cell_head(x, head: str = "full", line=None, line_prior=None):
     """Softmax over the 330 cells of one side's grid, index ``row * 22 + column``: (B, 330) ``cell``.
 
     ``head``: "full", one dense layer of 330 logits; "factorised", logit(row, column) = a_row +
     b_column + c_cell with c (a dense layer of 330, initialised at zero) learning what the sum of a
     row term and a column term misses (the column follows from the top view, the row from z, so
     the sum is the right start and the model learns the two apart). ``line``: with the factorised
-    head, the (B, 264) line-fit input also reaches a_row and b_column directly, through one linear
-    layer each (its radial-basis bumps give the wall position more sharply than the trunk can).
+    head, the (B, 301) line-fit input also reaches a_row and b_column directly, through one linear
+    layer each (its radial-basis bumps give the wall position more sharply than the trunk can);
+    ``line_prior``: (columns (301, 22), rows (301, 15)) matrices those two layers start from, times
+    :data:`LINE_PRIOR_SCALE` (``datasets.line_fit.grid_binning``: the model starts from the cell
+    the line alone predicts and learns the corrections), else random.
     """
     from keras import layers
 
@@ -142,8 +149,13 @@ def cell_head(x, head: str = "full", line=None):
     column = layers.Dense(columns, name="column_logits")(x)  # (B, 22)
     row = layers.Dense(rows, name="row_logits")(x)  # (B, 15)
     if line is not None:
-        column = layers.Add(name="column_logits_with_line")([column, layers.Dense(columns, name="column_from_line")(line)])
-        row = layers.Add(name="row_logits_with_line")([row, layers.Dense(rows, name="row_from_line")(line)])
+        column_from_line = layers.Dense(columns, name="column_from_line")
+        row_from_line = layers.Dense(rows, name="row_from_line")
+        column = layers.Add(name="column_logits_with_line")([column, column_from_line(line)])
+        row = layers.Add(name="row_logits_with_line")([row, row_from_line(line)])
+        if line_prior is not None:
+            for layer, matrix in zip((column_from_line, row_from_line), line_prior):
+                layer.set_weights([LINE_PRIOR_SCALE * matrix, layer.get_weights()[1] * 0.0])
     column = layers.RepeatVector(rows, name="column_by_row")(column)
     row = layers.RepeatVector(columns, name="row_by_column")(row)
     row = layers.Permute((2, 1), name="row_logits_grid")(row)  # (B, 15, 22)
@@ -155,16 +167,17 @@ def cell_head(x, head: str = "full", line=None):
 
 def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, filters=(16, 32), squeeze: int = 8,
                  units: int = 64, dense: int = 128, dropout: float = 0.2, head: str = "full",
-                 line_input: bool = False, line_skip: bool = False):
+                 line_input: bool = False, line_skip: bool = False, line_prior=None):
     """Single-label model: one track's views -> (B, 330) softmax ``cell`` on the track's side.
 
     ``views``: which of "top" (B, 18, 113, C), "side" (B, 30, 113, C), "front" (B, 30, 18, C) it
     reads, the track folded onto side 1 (top rows 0-8 and front columns 0-8 are empty and cropped
     away). ``channels``: 1 (hits / hit counts) or 2 (and the drift radius / 22 mm); ``z_channel``:
     the top view also carries wirez / 1500 mm (its channel 1, before the radius). ``head``: see
-    :func:`cell_head`. ``line_input``: a further input "line" (B, 264) (the line fit), which enters
+    :func:`cell_head`. ``line_input``: a further input "line" (B, 301) (the line fit), which enters
     the trunk both as it is and through a dense layer of 64; ``line_skip`` (factorised head and line
-    input only) also adds it to the row and column logits (:func:`cell_head`). About 240k
+    input only) also adds it to the row and column logits (:func:`cell_head`), starting from
+    ``line_prior`` when given. About 240k
     parameters with the defaults and the three views. Returns the uncompiled ``keras.Model``.
     """
     import keras
@@ -183,11 +196,11 @@ def build_single(views=VIEWS, *, channels: int = 1, z_channel: bool = False, fil
         features.append(view_branch(x, view, pools=POOLS[view], filters=filters, squeeze=squeeze, units=units))
     line = None
     if line_input:
-        line = keras.Input(shape=(LINE_FEATURES,), name=LINE_INPUT)  # (B, 264)
+        line = keras.Input(shape=(LINE_FEATURES,), name=LINE_INPUT)  # (B, 301)
         inputs[LINE_INPUT] = line
         features += [line, layers.Dense(64, activation="relu", name="line_dense")(line)]
     x = _trunk(features, dense, dropout, "head")
-    cell = cell_head(x, head, line if line_skip else None)  # (B, 330)
+    cell = cell_head(x, head, line if line_skip else None, line_prior if line_skip else None)  # (B, 330)
     return keras.Model(inputs if len(inputs) > 1 else inputs[views[0]], cell,
                        name="calorimeter_single" + ("_z" if z_channel else "") + ("_line" if line_input else ""))
 

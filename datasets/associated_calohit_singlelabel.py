@@ -62,19 +62,21 @@ def track_side(batch: EventBatch) -> np.ndarray:
 
 
 def model_inputs(tracks: EventBatch, view=("top", "side", "front"), radius_channel: bool = False, *, fold=True,
-                 z_channel: bool = False, line_input: bool = False):
+                 z_channel: bool = False, line_input: bool | int = False):
     """Float32 model inputs of one-track events (a cluster per event): (n, H, W, C) or a dict by view.
 
     ``view``: the views the model reads (its input names); the hits are folded onto side 1 as in
     training (``fold``); channels as :func:`datasets.views.make_view`; ``line_input`` adds "line",
-    the (n, 264) :func:`datasets.line_fit.line_features` (the result is then always a dict). Needs the
+    the (n, 301) :func:`datasets.line_fit.line_features` (an int: its first that many, as the
+    model reads them; the result is then always a dict). Needs the
     branches of :func:`datasets.views.fields_for` of those views (and wirez for the line).
     """
     names = views.parse_views(view)
     batch = fold_to_side1(tracks) if fold else tracks
     images = {name: views.make_view(batch, name, radius_channel, z_channel) for name in names}
     if line_input:
-        images["line"] = line_features(tracks)
+        features = line_features(tracks)
+        images["line"] = features if line_input is True else features[:, :int(line_input)]
     return images[names[0]] if len(images) == 1 else images
 
 
@@ -92,7 +94,7 @@ def load(source, *, view="top", radius_channel: bool = False, fold: bool = False
 
     ``view``: "top" | "side" | "front" or a tuple of them (a dict of inputs). ``radius_channel`` /
     ``z_channel``: the extra channels of :func:`datasets.views.make_view`. ``line_input``: inputs
-    are a dict with "line" too, the (B, 264) :func:`datasets.line_fit.line_features` of the track.
+    are a dict with "line" too, the (B, 301) :func:`datasets.line_fit.line_features` of the track.
     ``fold``: draw every track on side 1 (see the module docstring; the calorimeter models expect it). ``event_tracks``: labels become {"cell": (B, 330), "event_tracks": int32 (B,), the
     number of tracks of each track's event} (a script maps them back to the cell for training).
     ``n_train`` etc. count tracks. ``options``: the common loader arguments (see

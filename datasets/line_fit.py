@@ -8,8 +8,9 @@ track or one cluster) by least squares and returns where they reach the tracker'
 their slopes and how well the event constrains them, scaled to about [-1, 1], followed by the
 two wall positions encoded on fine radial-basis grids (one Gaussian bump per tracker column,
 one per 30 mm of z), from which a dense layer reads any binning of the wall into calorimeter
-cells almost linearly. The model learns the corrections (edges, tracks leaving through an X-wall
-or the gamma veto, tracks that do not reach the wall).
+cells almost linearly, and the grid cell itself where the line meets the wall (the toys' grid
+convention), one-hot: :func:`grid_binning` maps it onto logits a model can start from. The
+model learns the corrections (tracks the line gets wrong, mirror images, other geometries).
 
 The top-view line is fitted to the drift circles, not to the wires: a track passes at the drift
 radius from each wire it fires, on one side or the other. :func:`top_line` starts from the
@@ -52,7 +53,8 @@ _WALL_U = float(geo.N_LAYERS)  # the tracker's outer face, u = 9
 _HALF_HEIGHT = geo.TRACKER_HALF_Z / geo.CELL_PITCH  # 34.09 cell units
 COLUMN_CENTRES = np.arange(-5.5, geo.N_COLUMNS + 6.0, 1.0)  # column centres at the wall, -5.5 .. 118.5 (125)
 Z_CENTRES = np.arange(-1.3, 1.3001, 0.02)  # z at the wall / half height, about 30 mm apart (131)
-N_FEATURES = len(FEATURE_NAMES) + len(COLUMN_CENTRES) + len(Z_CENTRES)  # 264
+N_BUMP_FEATURES = len(FEATURE_NAMES) + len(COLUMN_CENTRES) + len(Z_CENTRES)  # 264: what the first models read
+N_FEATURES = N_BUMP_FEATURES + geo.CALO_GRID_COLUMNS + geo.CALO_GRID_ROWS  # 301: then the line's grid cell
 DRIFT_ITERATIONS = 6  # tangent-point refits after the fit through the wires (converged by 4 on tracks of the toys)
 # A hit this far (cell units) from the fitted line is not the track's (noise, or another track's hit that
 # a clusterer took where the two cross): at most OUTLIER_ROUNDS such hits are dropped per event, one at a time.
@@ -212,6 +214,44 @@ def _z_line(event, u, z, use, n_events: int, rounds: int = OUTLIER_ROUNDS):
     return a, b, posed
 
 
+def _grid_cell(column_at_wall: np.ndarray, z_at_wall: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grid (column, row) int64 of wall positions by the toys' grid convention: column 0 / 21 beyond
+    the tracker's ends, else int(c / 113 * 20 + 1); row 0 / 14 beyond the chamber, else
+    int((1 + z / half height) / 2 * 13 + 1). ``column_at_wall`` in cell units, ``z_at_wall`` / half height."""
+    width = float(geo.N_COLUMNS)
+    column = np.where(column_at_wall < 0, 0, np.where(column_at_wall > width, geo.CALO_GRID_COLUMNS - 1, np.clip(
+        np.floor(column_at_wall / width * geo.MAIN_COLUMNS + 1), 1, geo.MAIN_COLUMNS)))
+    row = np.where(z_at_wall < -1, 0, np.where(z_at_wall > 1, geo.CALO_GRID_ROWS - 1, np.clip(
+        np.floor((1 + z_at_wall) / 2 * geo.MAIN_ROWS + 1), 1, geo.MAIN_ROWS)))
+    return column.astype(np.int64), row.astype(np.int64)
+
+
+def grid_binning(n_features: int = N_FEATURES) -> tuple[np.ndarray, np.ndarray]:
+    """Linear maps from :func:`line_features` to the grid cell the fitted line alone predicts.
+
+    Returns float32 0/1 matrices (n_features, 22) and (n_features, 15). With all 301 features:
+    the identity on the line's grid column and row (the last 37 features). With the first 264
+    (a model of the first kind): which grid column (row) each column (z) bump's centre lies in,
+    a softer reading near the bin edges. Multiplied into the features: logits a model can start from.
+    """
+    columns = np.zeros((n_features, geo.CALO_GRID_COLUMNS), np.float32)
+    rows = np.zeros((n_features, geo.CALO_GRID_ROWS), np.float32)
+    if n_features == N_FEATURES:
+        columns[N_BUMP_FEATURES + np.arange(geo.CALO_GRID_COLUMNS), np.arange(geo.CALO_GRID_COLUMNS)] = 1.0
+        start = N_BUMP_FEATURES + geo.CALO_GRID_COLUMNS
+        rows[start + np.arange(geo.CALO_GRID_ROWS), np.arange(geo.CALO_GRID_ROWS)] = 1.0
+        return columns, rows
+    if n_features != N_BUMP_FEATURES:
+        raise ValueError(f"line features are {N_FEATURES} or the first {N_BUMP_FEATURES}, got {n_features}")
+    column, _ = _grid_cell(COLUMN_CENTRES, np.zeros_like(COLUMN_CENTRES))
+    _, row = _grid_cell(np.zeros_like(Z_CENTRES), Z_CENTRES)
+    first_column = len(FEATURE_NAMES)
+    first_z = first_column + len(COLUMN_CENTRES)
+    columns[first_column + np.arange(len(COLUMN_CENTRES)), column] = 1.0
+    rows[first_z + np.arange(len(Z_CENTRES)), row] = 1.0
+    return columns, rows
+
+
 def _bumps(values: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """(n, len(centres)) Gaussian bumps exp(-(value - centre)^2 / (2 spacing^2)) of each value."""
     spacing = centres[1] - centres[0]
@@ -260,7 +300,7 @@ def hit_residuals(lines: dict, line, u, c, radius, z) -> tuple[np.ndarray, np.nd
 
 
 def line_features(batch: EventBatch) -> np.ndarray:
-    """(n_events, 264) float32 line-fit features of each event's hits.
+    """(n_events, 301) float32 line-fit features of each event's hits.
 
     The first 8 (:data:`FEATURE_NAMES`):
 
@@ -270,7 +310,9 @@ def line_features(batch: EventBatch) -> np.ndarray:
     (last - first layer + 1) / 9; hits_with_z: fraction of the hits with z; column_at_foil and
     z_at_foil: the lines at u = 0, scaled and clipped as at the wall. Then the fitted column at
     u = 9 on :data:`COLUMN_CENTRES` and the fitted z at u = 9 (/ half height) on :data:`Z_CENTRES`
-    (:func:`_bumps`). An event without hits is all zeros.
+    (:func:`_bumps`); last, the grid column (22) and row (15) where the line meets the wall, one-hot
+    (:func:`_grid_cell`). Models of the first kind read the first 264 (:data:`N_BUMP_FEATURES`). An
+    event without hits is all zeros.
     """
     n_events = len(batch)
     event = batch.hit_event_index()
@@ -303,6 +345,8 @@ def line_features(batch: EventBatch) -> np.ndarray:
         np.clip(a_col / width, -0.5, 1.5),
         np.clip(a_z / _HALF_HEIGHT, -1.5, 1.5),
     ], axis=1)
-    features = np.concatenate([scalars, _bumps(column_at_wall, COLUMN_CENTRES), _bumps(z_at_wall, Z_CENTRES)], axis=1)
+    grid_column, grid_row = _grid_cell(column_at_wall, z_at_wall)
+    features = np.concatenate([scalars, _bumps(column_at_wall, COLUMN_CENTRES), _bumps(z_at_wall, Z_CENTRES),
+                               np.eye(geo.CALO_GRID_COLUMNS)[grid_column], np.eye(geo.CALO_GRID_ROWS)[grid_row]], axis=1)
     features[n_hits == 0] = 0.0
     return features.astype(np.float32)

@@ -101,8 +101,16 @@ calorimeter_single_foil() {
         --head factorised --init-model runs/r3/calorimeter_single_my_generator.keras \
         --epochs 3 --steps-per-epoch 400 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
 }
+# Sixth: the line's own grid cell among the line features (301), and --line-skip starting from it
+# (datasets.line_fit.grid_binning): untrained, the model already predicts the line's cell.
+calorimeter_single_prior() {
+    step calorimeter_single_prior_my_generator $PY associated_calorimeter.py --mode single --data $MG --max-events 200000 \
+        --views top front --z-channel --radius-channel --line-input --line-skip --filters 32 64 --squeeze 16 --units 128 \
+        --head factorised --epochs 4 --steps-per-epoch 400 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
+}
 case ${STREAM:-} in
     c) calorimeter_single_z ;;
+    c5) calorimeter_single_prior ;;
     c4) calorimeter_single_foil ;;
     c3) calorimeter_single_skip ;;
     w) calorimeter_wall; ship_wall ;;

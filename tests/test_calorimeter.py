@@ -349,14 +349,14 @@ def test_single_model_with_z_channel_tells_its_channels(tmp_path):
     assert calorimeter.input_channels(loaded) == {"radius_channel": True, "z_channel": True, "line_input": False}
     top_only = calorimeter.build_single(("top",), channels=1, z_channel=True, filters=(8, 8), squeeze=4, units=16,
                                         line_input=True)
-    assert calorimeter.input_channels(top_only) == {"radius_channel": False, "z_channel": True, "line_input": True}
+    assert calorimeter.input_channels(top_only) == {"radius_channel": False, "z_channel": True, "line_input": 301}
     radius_only = calorimeter.build_single(("top",), channels=2, filters=(8, 8), squeeze=4, units=16)
     assert calorimeter.input_channels(radius_only) == {"radius_channel": True, "z_channel": False,
                                                        "line_input": False}
     assert calorimeter.input_channels(calorimeter.build_multi(("top", "front"))) == \
         {"radius_channel": False, "z_channel": False, "line_input": False}
     line = calorimeter.build_single(("front",), line_input=True, filters=(8, 8), squeeze=4, units=16)
-    assert calorimeter.input_channels(line) == {"radius_channel": False, "z_channel": False, "line_input": True}
+    assert calorimeter.input_channels(line) == {"radius_channel": False, "z_channel": False, "line_input": 301}
     assert line.name == "calorimeter_single_line"
 
 
@@ -375,15 +375,17 @@ def test_single_mode_with_z_channel_trains_and_reconstructs_from_it(tiny_data, t
     calo = reconstruction.load_calorimeter(out / "model.keras", "single", flag="--calo-single")
     assert calo.views == ("top",) and calo.radius_channel and calo.z_channel and calo.line_input
     # --line-skip: the line reaches the row and column logits through their own linear layers
-    assert calo.model.get_layer("column_from_line").kernel.shape == (264, 22)
-    assert calo.model.get_layer("row_from_line").kernel.shape == (264, 15)
+    assert calo.model.get_layer("column_from_line").kernel.shape == (301, 22)
+    assert calo.model.get_layer("row_from_line").kernel.shape == (301, 15)
     batch = read_events(tiny_data)
     labels = np.zeros(int(batch.hit_offsets[-1]), np.int64)  # every hit in cluster 0
     cells = reconstruction.clustered_cells(calo, batch, labels, batch_size=16)
     assert len(cells.column) == len(batch) and np.all((cells.column >= 0) & (cells.column < 22))
     assert model_inputs(batch[:4], ("top",), True, z_channel=True).shape == (4, 18, 113, 3)
     inputs = model_inputs(batch[:4], ("top",), True, z_channel=True, line_input=True)
-    assert set(inputs) == {"top", "line"} and inputs["line"].shape == (4, 264)
+    assert set(inputs) == {"top", "line"} and inputs["line"].shape == (4, 301)
+    first_kind = model_inputs(batch[:4], ("top",), True, z_channel=True, line_input=264)  # models of the first kind
+    np.testing.assert_array_equal(first_kind["line"], inputs["line"][:, :264])
 
 
 def test_z_channel_needs_single_mode_and_the_top_view(tiny_data, tmp_path, capsys):

@@ -32,7 +32,7 @@ def test_a_straight_track_is_extrapolated_to_the_wall_and_the_foil():
     missing[4] = 1
     wirez = np.where(missing == 1, 999.0, z_cells * geo.CELL_PITCH)  # a hit without z does not enter the z fit
     f = line_features(batch_of([(layers, columns, wirez, missing)]))
-    assert f.shape == (1, N_FEATURES) == (1, len(FEATURE_NAMES) + len(COLUMN_CENTRES) + len(Z_CENTRES))
+    assert f.shape == (1, N_FEATURES) == (1, len(FEATURE_NAMES) + len(COLUMN_CENTRES) + len(Z_CENTRES) + 22 + 15)
     assert f.dtype == np.float32
     np.testing.assert_allclose(f[0, 0], (39.5 + 2 * 9) / 113, rtol=1e-5)  # column at u = 9
     np.testing.assert_allclose(f[0, 1], (-3.0 + 1.5 * 9) / HALF, rtol=1e-5)  # z at u = 9
@@ -40,10 +40,14 @@ def test_a_straight_track_is_extrapolated_to_the_wall_and_the_foil():
     np.testing.assert_allclose(f[0, 3], np.arctan(1.5) / (np.pi / 2), rtol=1e-5)
     np.testing.assert_allclose(f[0, 4:8], [1.0, 8 / 9, 39.5 / 113, -3.0 / HALF], rtol=1e-5)
     # the wall positions on their radial-basis grids: the bump peaks at the centre nearest the fit
-    column_bumps, z_bumps = f[0, 8:8 + len(COLUMN_CENTRES)], f[0, 8 + len(COLUMN_CENTRES):]
+    column_bumps, z_bumps = f[0, 8:8 + len(COLUMN_CENTRES)], f[0, 8 + len(COLUMN_CENTRES):264]
     assert COLUMN_CENTRES[np.argmax(column_bumps)] == 57.5 and np.isclose(column_bumps.max(), 1.0)
     assert np.argmax(z_bumps) == np.argmin(np.abs(Z_CENTRES - (-3.0 + 1.5 * 9) / HALF))
     assert np.all((f[0, 8:] >= 0) & (f[0, 8:] <= 1))
+    # then the grid cell where the line meets the wall, one-hot: column 57.5 -> 11, z 10.5 cells -> row 10
+    grid_column, grid_row = f[0, 264:286], f[0, 286:]
+    assert grid_column.sum() == 1 and np.argmax(grid_column) == int(57.5 / 113 * 20 + 1)
+    assert grid_row.sum() == 1 and np.argmax(grid_row) == int((1 + 10.5 / HALF) / 2 * 13 + 1)
 
 
 def test_tracks_along_one_layer_empty_events_and_far_extrapolations():
@@ -104,3 +108,19 @@ def test_a_track_that_never_leaves_its_first_layer_starts_at_the_foil_and_goes_t
     through_wires = line_features(EventBatch(batch.hit_offsets, dict(hits, radius=np.zeros(len(track), np.float32)),
                                              batch.track_offsets, {}))
     assert np.max(np.abs(through_wires[:, 1] - f[:, 1]) * HALF) > 1.0  # the wires alone do not give z at the wall
+
+
+def test_grid_binning_maps_the_features_onto_the_cell_the_line_predicts():
+    from datasets.line_fit import grid_binning
+    from my_generator import my_generator as mg
+
+    rng = np.random.default_rng(3)
+    batch = mg.generate(200, 1, rng)
+    f = line_features(batch)
+    columns, rows = grid_binning()
+    assert columns.shape == (N_FEATURES, 22) and rows.shape == (N_FEATURES, 15)
+    right = (np.argmax(f @ columns, 1) == batch.calo_column) & (np.argmax(f @ rows, 1) == batch.calo_row)
+    assert right.mean() > 0.97  # clean one-track events: the line alone
+    first_columns, first_rows = grid_binning(264)  # the bumps of the first 264 features: a softer reading
+    assert first_columns.shape == (264, 22) and np.all(first_columns[8:133].sum(axis=1) == 1)
+    assert np.mean(np.argmax(f[:, :264] @ first_columns, 1) == batch.calo_column) > 0.8
