@@ -255,7 +255,8 @@ def format_table(results: dict, group: str = "all", ceiling: bool = True) -> str
 # The classical baselines live in clustering_baselines.py (which imports this module); their public
 # names are served from here on first use, so ``clustering.dbscan_cluster`` and
 # ``from clustering import hough_cluster`` keep working without an import cycle.
-_BASELINE_NAMES = ("DBSCAN_DEFAULTS", "HOUGH_DEFAULTS", "dbscan_cluster", "hough_cluster", "tune")
+_BASELINE_NAMES = ("DBSCAN_DEFAULTS", "HOUGH_DEFAULTS", "REFINE_DEFAULTS", "dbscan_cluster", "hough_cluster",
+                   "refine_by_lines", "tune")
 
 
 def __getattr__(name):

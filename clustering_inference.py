@@ -114,32 +114,40 @@ def generator_extractor(model, *, batch_size: int = 512):
     return extract
 
 
-def make_clusterer(name_or_path, *, batch_size: int = 1024, flag: str = "--clusterer"):
+def make_clusterer(name_or_path, *, batch_size: int = 1024, flag: str = "--clusterer", refit: bool | None = None):
     """A clusterer ``(batch, n_tracks or None) -> int16 labels (n_hits,)`` and its description.
 
     ``name_or_path``: "hough" or "dbscan" (the classical baselines of :mod:`clustering` with their
     tuned defaults) or the path of a trained generator (full-event clustering with
-    :func:`clustering.cluster_events`). The batch is processed ``batch_size`` events at a time.
+    :func:`clustering.cluster_events`). ``refit``: the clusters refined by their fitted lines
+    (:func:`clustering.refine_by_lines`); None: as each method is scored by default (Hough and
+    generators refitted, DBSCAN not). The batch is processed ``batch_size`` events at a time.
     """
     if str(name_or_path) in CLASSICAL:
-        method = clustering.hough_cluster if str(name_or_path) == "hough" else clustering.dbscan_cluster
+        hough = str(name_or_path) == "hough"
+        refit = hough if refit is None else refit
 
         def classical(batch, n_tracks=None):
             # DBSCAN was tuned without a count (it keeps every cluster); Hough stops at the count.
-            counts = n_tracks if method is clustering.hough_cluster else None
-            return method(batch, counts, progress=False)
+            if hough:
+                return clustering.hough_cluster(batch, n_tracks, progress=False, refine=refit)
+            labels = clustering.dbscan_cluster(batch, None, progress=False)
+            return clustering.refine_by_lines(batch, labels) if refit else labels
 
-        return in_batches(classical, batch_size), {"clusterer": str(name_or_path)}
+        return in_batches(classical, batch_size), {"clusterer": str(name_or_path), "line_refit": refit}
     model, channels = load_generator(name_or_path, flag=flag)
     extract = generator_extractor(model, batch_size=batch_size)
     make_inputs = functools.partial(clustering.event_inputs, **channels)
 
+    refit = True if refit is None else refit
+
     def generated(batch, n_tracks=None):
         # Extraction order is the canonical order only when the generator is right: renumber.
-        return clustering.canonical_labels(batch, clustering.cluster_events(batch, extract, n_tracks,
-                                                                            make_inputs=make_inputs))
+        labels = clustering.cluster_events(batch, extract, n_tracks, make_inputs=make_inputs)
+        return clustering.refine_by_lines(batch, labels) if refit else clustering.canonical_labels(batch, labels)
 
-    return in_batches(generated, batch_size), {"clusterer": str(Path(name_or_path).resolve()), **channels}
+    return in_batches(generated, batch_size), {"clusterer": str(Path(name_or_path).resolve()), **channels,
+                                               "line_refit": refit}
 
 
 def in_batches(method, batch_size: int):

@@ -63,6 +63,9 @@ def build_parser():
                         help="clustering generator (generator: the shipped models/clustering_my_generator.keras), a classical clusterer (hough: stops at the counter's count; "
                              "dbscan) or none (no cluster branch); default hough, which beats the shipped generator "
                              "on held-out events")
+    parser.add_argument("--line-refit", choices=("on", "off"), default="on",
+                        help="refine the clusters by the 3D lines fitted to them: every hit to the nearest line "
+                             "or noise (clustering.refine_by_lines; DBSCAN: off always; default %(default)s)")
     parser.add_argument("--calorimeter", choices=("clustered", "multilabel", "none"), default=None,
                         help="calorimeter cells: clustered (single-label model per cluster), multilabel (top k "
                              "cells of the unclustered event, k = n_tracks) or none; default clustered when "
@@ -236,12 +239,15 @@ def main(argv=None) -> int:
         steps = {"counter": inference.load_counter(args.counter), "cluster": None, "isolated": args.isolated,
                  "calorimeter": args.calorimeter, "calo": None}
         if args.clusterer != "none":
-            steps["cluster"], _ = inference.make_clusterer(args.clusterer, batch_size=args.batch_size)
+            refit = args.line_refit == "on" and args.clusterer != "dbscan"
+            steps["cluster"], _ = inference.make_clusterer(args.clusterer, batch_size=args.batch_size, refit=refit)
         if calo_flag:
             steps["calo"] = reconstruction.load_calorimeter(calo_path, "single" if args.calorimeter == "clustered"
                                                             else "multi", flag=calo_flag)
         title = (f"SuperNEMO reco: counter {os.path.basename(args.counter)}, clusterer "
-                 f"{os.path.basename(args.clusterer)}, calorimeter {args.calorimeter}"
+                 f"{os.path.basename(args.clusterer)}"
+                 + (", line refit" if args.line_refit == "on" and args.clusterer not in ("dbscan", "none") else "")
+                 + f", calorimeter {args.calorimeter}"
                  + (f" ({os.path.basename(calo_path)})" if calo_flag else "") + f", isolated hits {args.isolated}")
         os.makedirs(args.out, exist_ok=True)
         start = time.time()
@@ -320,7 +326,9 @@ def report_scores(args, scorers) -> None:
 
 def settings(args) -> dict:
     """The models and steps of the run, recorded in every score file."""
-    return {"counter": args.counter, "clusterer": args.clusterer, "calorimeter": args.calorimeter,
+    return {"counter": args.counter, "clusterer": args.clusterer,
+            "line_refit": args.line_refit == "on" and args.clusterer not in ("dbscan", "none"),
+            "calorimeter": args.calorimeter,
             "calo_model": {"clustered": args.calo_single, "multilabel": args.calo_multi}.get(args.calorimeter),
             "isolated": args.isolated}
 

@@ -1,8 +1,10 @@
 """Held-out clustering scores (``python models/evaluate.py clustering``): generators beside DBSCAN, Hough, the ceiling.
 
 For each held-out column every event is clustered by each given generator (full-event clustering
-of :mod:`clustering`, stopped at the counter's count, as ``reconstruct.py`` does), DBSCAN (its
-tuned defaults, no count) and Hough (its tuned defaults, stopped at the counter's count), scored
+of :mod:`clustering`, stopped at the counter's count, as ``reconstruct.py`` does; and the same
+clusters refined by their fitted lines, "<label> + line refit"), DBSCAN (its tuned defaults, no
+count) and Hough (its tuned defaults, stopped at the counter's count; with and without the line
+refit that ``clustering.hough_cluster`` ends with by default), scored
 with :func:`clustering.score` (DESIGN.md "Metrics") by number of tracks, beside the ceiling from
 truth (one label per cell). Results are merged into ``clustering.json`` method by method and
 column by column, so generators can be scored one at a time; the tables and the target lines of
@@ -18,8 +20,9 @@ from pathlib import Path
 from evaluate_common import check, check_cell, markdown_table, merge_json, model_label, percent, read_column
 
 COLUMNS = ("clean", "realistic", "onesided", "onesided_realistic")
-DBSCAN, HOUGH, CEILING = "DBSCAN", "Hough", "ceiling (1 label/cell)"
-RESERVED = (DBSCAN, HOUGH, CEILING)
+DBSCAN, HOUGH, HOUGH_RAW, CEILING = "DBSCAN", "Hough", "Hough, no line refit", "ceiling (1 label/cell)"
+REFIT = " + line refit"  # a generator's clusters refined by clustering_baselines.refine_by_lines
+RESERVED = (DBSCAN, HOUGH, HOUGH_RAW, CEILING)
 TARGETS = {  # column -> (label, metric, group, threshold; None: the ceiling's value minus 2 points)
     "clean": (("DM eff. >= 99.0 % (2 tracks)", "efficiency", "2", 0.99),
               ("DM eff. >= 97.0 % (4 tracks)", "efficiency", "4", 0.97),
@@ -76,18 +79,30 @@ def ceiling_of(batch) -> dict:
 
 
 def score_column(batch, clusterers: dict, counts) -> dict:
-    """{label: clustering.score + seconds, events_per_second} of each clusterer ``(batch, counts) -> labels``."""
+    """{label: clustering.score + seconds, events_per_second} of each clusterer.
+
+    ``clusterers``: label -> (cluster ``(batch, counts) -> labels``, uses the count, refit label or
+    None); with a refit label, the same labels refined by :func:`clustering.refine_by_lines` are
+    scored under it too (its seconds include the clusterer's).
+    """
     import clustering
 
-    results = {}
-    for label, (cluster, uses_count) in clusterers.items():
-        start = time.perf_counter()
-        labels = cluster(batch, counts if uses_count else None)
-        seconds = time.perf_counter() - start
+    def record(label, labels, seconds):
         results[label] = {**_strip_ceiling(clustering.score(batch, labels)), "seconds": round(seconds, 2),
                           "events_per_second": len(batch) / max(seconds, 1e-9)}
         print(f"  {label}: DM eff. {percent(results[label]['all']['efficiency'])}, perfect "
               f"{percent(results[label]['all']['perfect_events'])} ({seconds:.0f} s)", file=sys.stderr, flush=True)
+
+    results = {}
+    for label, (cluster, uses_count, refit) in clusterers.items():
+        start = time.perf_counter()
+        labels = cluster(batch, counts if uses_count else None)
+        seconds = time.perf_counter() - start
+        record(label, labels, seconds)
+        if refit is not None:
+            start = time.perf_counter()
+            refined = clustering.refine_by_lines(batch, labels)
+            record(refit, refined, seconds + time.perf_counter() - start)
     return results
 
 
@@ -98,20 +113,29 @@ def evaluate(data, out_dir, *, generators, counter_path, columns=COLUMNS, per_co
     ``generators``: (label, path) pairs (:func:`generator_list`); ``counter_path``: the counter
     whose count stops the generators and Hough. Returns the merged JSON content.
     """
+    import functools
+
+    import clustering
     import clustering_inference as inference
     from snemo.modelfile import check_keras_file
 
     check_keras_file(counter_path, flag="--counter")
     batches = {column: read_column(data, column, per_count) for column in columns}  # bad data fails before work
     counter = inference.load_counter(counter_path)
-    clusterers = {label: (inference.make_clusterer(path, batch_size=batch_size, flag="--generator")[0], True)
-                  for label, path in generators}
+    clusterers = {label: (inference.make_clusterer(path, batch_size=batch_size, flag="--generator", refit=False)[0],
+                          True, label + REFIT) for label, path in generators}
     if baselines:
-        clusterers[DBSCAN] = (inference.make_clusterer("dbscan", batch_size=batch_size)[0], False)
-        clusterers[HOUGH] = (inference.make_clusterer("hough", batch_size=batch_size)[0], True)
+        clusterers[DBSCAN] = (inference.make_clusterer("dbscan", batch_size=batch_size)[0], False, None)
+        raw_hough = functools.partial(clustering.hough_cluster, progress=False, refine=False)
+        clusterers[HOUGH_RAW] = (inference.in_batches(raw_hough, batch_size), True, HOUGH)
     kinds = {**{label: {"kind": "generator", "model": path, "count": "counter"} for label, path in generators},
+             **{label + REFIT: {"kind": "generator", "model": path, "count": "counter",
+                                "refit": "clustering.refine_by_lines"} for label, path in generators},
              DBSCAN: {"kind": "baseline", "model": "clustering.dbscan_cluster (tuned defaults)", "count": "none"},
-             HOUGH: {"kind": "baseline", "model": "clustering.hough_cluster (tuned defaults)", "count": "counter"},
+             HOUGH: {"kind": "baseline", "model": "clustering.hough_cluster (tuned defaults, refined by its lines)",
+                     "count": "counter"},
+             HOUGH_RAW: {"kind": "baseline", "model": "clustering.hough_cluster(refine=False) (tuned defaults)",
+                         "count": "counter"},
              CEILING: {"kind": "ceiling", "model": "truth, one label per cell", "count": "truth"}}
     updates = {"methods": {}, "columns": {}}
     for column, batch in batches.items():

@@ -418,3 +418,36 @@ def test_factorised_head_puts_row_and_column_at_row_times_22_plus_column():
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="head"):
         calorimeter.build_single(head="wide")
+
+
+def test_init_model_adds_the_line_skip_to_a_trained_model_and_refuses_another_architecture(tiny_data, tmp_path,
+                                                                                          capsys):
+    """--init-model: a model trained without --line-skip starts one with it (its layers copied, the
+    skip at its grid-binning start); a file of other sizes exits 2 naming the flag, writing nothing."""
+    import keras
+
+    import associated_calorimeter as script
+    from datasets.line_fit import grid_binning
+
+    size = ["--views", "top", "--line-input", "--head", "factorised", "--filters", "8", "8", "--squeeze", "4",
+            "--units", "16"]
+    base = tmp_path / "base"
+    assert script.main(flags(tiny_data, base, "--mode", "single", *size)) == 0
+    skip = tmp_path / "skip"
+    assert script.main(flags(tiny_data, skip, "--mode", "single", *size, "--line-skip", "--init-model",
+                             str(base / "model.keras"), "--learning-rate", "1e-9")) == 0
+    config = json.loads((skip / "config.json").read_text())
+    assert config["init_model"] == str((base / "model.keras").resolve())
+    trained, started = (keras.models.load_model(p / "model.keras", safe_mode=True) for p in (base, skip))
+    np.testing.assert_allclose(started.get_layer("top_conv1").get_weights()[0],
+                               trained.get_layer("top_conv1").get_weights()[0], atol=1e-6)
+    kernel = started.get_layer("column_from_line").get_weights()[0]
+    np.testing.assert_allclose(kernel, 4.0 * grid_binning()[0], atol=1e-3)  # the start, barely moved at lr 1e-9
+    capsys.readouterr()
+    other = tmp_path / "other"
+    bigger = [f if f != "16" else "32" for f in size]  # --units 32
+    assert script.main(flags(tiny_data, other, "--mode", "single", *bigger, "--init-model",
+                             str(base / "model.keras"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--init-model" in err and len(err.splitlines()) == 1
+    assert not other.exists()

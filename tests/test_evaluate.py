@@ -88,9 +88,10 @@ def test_clustering_scores_every_method_and_keeps_other_entries(heldout, models,
     printed = capsys.readouterr().out
     content = json.loads((out / "clustering.json").read_text())
     methods = content["methods"]
-    assert set(methods) == {"kept", "GAN", "DBSCAN", "Hough", "ceiling (1 label/cell)"}
+    assert set(methods) == {"kept", "GAN", "GAN + line refit", "DBSCAN", "Hough", "Hough, no line refit",
+                            "ceiling (1 label/cell)"}
     assert methods["kept"] == kept
-    for label in ("GAN", "DBSCAN", "Hough"):
+    for label in ("GAN", "GAN + line refit", "DBSCAN", "Hough", "Hough, no line refit"):
         assert set(methods[label]["columns"]) == {"clean", "realistic"}
         for result in methods[label]["columns"].values():
             assert set(result["by_n_tracks"]) == {"1", "2", "3", "4"} and result["all"]["n_events"] == 32
@@ -99,6 +100,9 @@ def test_clustering_scores_every_method_and_keeps_other_entries(heldout, models,
     assert ceiling["all"]["efficiency"] == 1.0
     assert all(group["efficiency"] == 1.0 for group in ceiling["by_n_tracks"].values())
     assert methods["Hough"]["columns"]["clean"]["all"]["efficiency"] > 0.8  # the baseline finds straight tracks
+    refined, raw = (methods[m]["columns"]["clean"]["all"] for m in ("Hough", "Hough, no line refit"))
+    assert refined["hit_purity"] >= raw["hit_purity"]  # the refit only re-associates hits to better lines
+    assert methods["Hough"]["columns"]["clean"]["seconds"] >= methods["Hough, no line refit"]["columns"]["clean"]["seconds"]
     assert methods["GAN"]["columns"]["clean"]["all"]["noise_as_noise"] is None  # clean events have no noise hit
     assert_fractions(methods, {"efficiency", "hit_purity", "perfect_events", "noise_as_noise", "fake_rate"})
     assert all(-1.0 <= value <= 1.0 for value in fractions(methods, {"ari"}))  # adjusted: may fall below 0
