@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     calorimeter = commands.add_parser("calorimeter", parents=[tasks], help="calorimeter single- and multi-label models")
     calorimeter.add_argument("--single", default=None, metavar="MODEL",
                              help="single-label model (default models/calorimeter_single_my_generator.keras "
-                                  "if present; none: skip it)")
+                                  "if present; none: skip it; line: the straight-line fit alone, no model)")
     calorimeter.add_argument("--multi", default=None, metavar="MODEL",
                              help="multi-label model (default models/calorimeter_multi_my_generator.keras if "
                                   "present; none: skip it)")

@@ -75,11 +75,26 @@ def predict(model, batch, make_inputs, *, batch_size: int = 512):
     return tf.nest.map_structure(lambda *arrays: np.concatenate(arrays), *parts)
 
 
+LINE_ALONE = "line"  # --single line: the straight-line fit alone, read through the toys' grid convention
+LINE_FIT_LABEL = "line fit alone"
+
+
 def single_cells(model, tracks, *, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(side, column, row) int64 (n,) predicted for one-track events ``tracks`` (a track or a cluster each)."""
+    """(side, column, row) int64 (n,) predicted for one-track events ``tracks`` (a track or a cluster each).
+
+    ``model``: a single-label model, or :data:`LINE_ALONE` for the cell where the fitted line meets
+    the wall (the one-hot cell of :func:`datasets.line_fit.line_features`).
+    """
     from datasets.associated_calohit_singlelabel import model_inputs, track_side
     from snemo import geometry as geo
 
+    if isinstance(model, str) and model == LINE_ALONE:
+        from datasets.line_fit import grid_binning, line_features
+
+        features = line_features(tracks)
+        columns, rows = grid_binning()
+        return (track_side(tracks).astype(np.int64), np.argmax(features @ columns, axis=1).astype(np.int64),
+                np.argmax(features @ rows, axis=1).astype(np.int64))
     views, channels = input_spec(model)
     scores = predict(model, tracks, lambda part: model_inputs(part, views, **channels), batch_size=batch_size)
     row, column = np.divmod(np.argmax(scores, axis=1), geo.CALO_GRID_COLUMNS)
@@ -181,7 +196,7 @@ def evaluate(data, out_dir, *, single=None, multi=None, clusterer=None, counter_
     from snemo.modelfile import check_keras_file, load_keras_model
 
     for path, flag in ((single, "--single"), (multi, "--multi")):
-        if path is not None:
+        if path is not None and not (flag == "--single" and path == LINE_ALONE):
             check_keras_file(path, flag=flag)
     clusterer = clusterer if single is not None else None  # the clustered path is the single-label model's
     if clusterer is not None:
@@ -191,7 +206,9 @@ def evaluate(data, out_dir, *, single=None, multi=None, clusterer=None, counter_
     batches = {column: read_column(data, column, per_count) for column in columns}
     models = {}
     for path, flag in ((single, "--single"), (multi, "--multi")):
-        if path is not None:
+        if flag == "--single" and path == LINE_ALONE:
+            models[flag] = LINE_ALONE
+        elif path is not None:
             models[flag] = load_keras_model(path, flag=flag)
             input_spec(models[flag])
     if clusterer is not None:
@@ -209,8 +226,9 @@ def evaluate(data, out_dir, *, single=None, multi=None, clusterer=None, counter_
                 labels = cluster(batch, counts)  # DBSCAN ignores the count
                 result["clustered"] = {clusterer_label: single_clustered(models["--single"], batch, labels,
                                                                          batch_size=batch_size)}
-            entry = updates["single"].setdefault(model_label(single), {"model": str(Path(single).resolve()),
-                                                                       "columns": {}})
+            label, where = ((LINE_FIT_LABEL, "datasets.line_fit (no model)") if single == LINE_ALONE
+                            else (model_label(single), str(Path(single).resolve())))
+            entry = updates["single"].setdefault(label, {"model": where, "columns": {}})
             entry["columns"][column] = result
         if multi is not None:
             entry = updates["multi"].setdefault(model_label(multi), {"model": str(Path(multi).resolve()),

@@ -159,6 +159,21 @@ def test_calorimeter_scores_both_models_and_the_truth_as_clustering_equals_truth
     assert nothing["tracks_found"] == 0.0 and nothing["cell_accuracy"] == 0.0
 
 
+def test_calorimeter_scores_the_line_fit_alone(heldout, tmp_path):
+    """--single line: no model, the cell where the fitted line meets the wall; on clean toy tracks it is
+    nearly always right, and the truth cell of each track comes out of its own line."""
+    import evaluate
+
+    out = tmp_path / "json"
+    out.mkdir()
+    assert evaluate.main(["calorimeter", "--data", str(heldout), "--out", str(out), "--single", "line",
+                          "--multi", "none", "--clusterer", "none", "--columns", "clean"]) == 0
+    content = json.loads((out / "calorimeter.json").read_text())
+    line = content["single"]["line fit alone"]
+    assert line["model"] == "datasets.line_fit (no model)"
+    assert line["columns"]["clean"]["truth_clusters"]["cell_accuracy"] > 0.95
+
+
 def test_heldout_scores_a_model_outside_models_and_keeps_other_entries(heldout, tmp_path, capsys):
     import evaluate
 
