@@ -128,6 +128,12 @@ stream_r4v() {  # the third-release voxel counter (git, commit 59c35fe) trained 
     [ -f runs/r3/voxel_my_generator.keras ] || git show "59c35fe:models/voxel_my_generator.keras" > runs/r3/voxel_my_generator.keras
     trial voxel_my_generator_r4 $PY number_of_tracks_classification3D.py --data $MG --init-model runs/r3/voxel_my_generator.keras --epochs 3 --steps-per-epoch 500 --batch-size 128 --learning-rate 5e-4 --lr-schedule cosine
 }
+stream_r4c() {  # the third-release combined counter (git, commit f44281c) fine-tuned end to end for longer
+    # (a trial: shipped by hand if its held-out table is better)
+    mkdir -p runs/r3
+    [ -f runs/r3/combined_my_generator.keras ] || git show "f44281c:models/combined_my_generator.keras" > runs/r3/combined_my_generator.keras
+    trial combined_my_generator_r4 $PY combined.py --data $MG --top models/top_my_generator.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --init-model runs/r3/combined_my_generator.keras --epochs 1 --learning-rate 1e-4 --finetune-epochs 3 --finetune-learning-rate 1e-4 --lr-schedule cosine --steps-per-epoch 300 --batch-size 256
+}
 # The clean first-release counters the fine-tuning starts from (git history keeps them).
 mkdir -p runs/init
 for name in top_my_generator side_my_generator front_my_generator top_toyhaystack; do
@@ -142,6 +148,7 @@ case ${STREAM:-} in
     r3c) stream_r3c ;;
     r3d) stream_r3d ;;  # a later session: voxel and toyhaystack combined
     r4v) stream_r4v ;;  # the session after: the voxel counter further
+    r4c) stream_r4c ;;  # and the combined counter
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"
