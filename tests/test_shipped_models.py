@@ -98,7 +98,8 @@ def test_shipped_model_counts_todays_views(name, kind, fresh_events):
 
 
 def test_shipped_clustering_generator_clusters_fresh_events():
-    """Double-majority efficiency >= 93 % on 300 fresh clean 2-track events (held-out: 97.3 %), every hit labelled."""
+    """Double-majority efficiency >= 93 % on 300 fresh clean 2-track events (held-out: 97.3 %, 98.2 % with the
+    line refit that make_clusterer applies by default), every hit labelled."""
     import clustering
     import clustering_inference
     from my_generator.my_generator import generate
@@ -112,7 +113,7 @@ def test_shipped_clustering_generator_clusters_fresh_events():
 
 
 def test_shipped_calorimeter_model_finds_the_cell_of_fresh_tracks():
-    """Cell accuracy >= 93 % on 300 fresh clean one-track events (held-out: 97.0 %); the side is the hits' side."""
+    """Cell accuracy >= 98 % on 300 fresh clean one-track events (held-out: 99.6 %); the side is the hits' side."""
     import reconstruction
     from my_generator.my_generator import generate
 
@@ -124,7 +125,7 @@ def test_shipped_calorimeter_model_finds_the_cell_of_fresh_tracks():
     truth = {name: np.asarray(batch.tracks[f"calo_{name}"]) for name in ("side", "column", "row")}
     assert np.array_equal(cells.side, truth["side"])
     right = (cells.column == truth["column"]) & (cells.row == truth["row"])
-    assert right.mean() >= 0.93, right.mean()
+    assert right.mean() >= 0.98, right.mean()
 
 
 def test_shipped_multi_label_calorimeter_model_finds_the_cells_of_fresh_events():
