@@ -11,6 +11,7 @@
 # models/calorimeter_single_my_generator.keras.
 #   STREAM=c nohup bash models/train_task_models.sh > runs/models/c.log 2>&1 &
 # STREAM=c2: the third, the line fitted to the drift circles (ships it the same way).
+# STREAM=c5: the fourth (shipped): the line's grid cell in its features, --line-skip starting from it.
 # STREAM=w: the multi-label model on the wall view (shipped by hand if its held-out scores are worth it).
 # A rerun resumes each run folder (runs/models/<name>/). A model is copied to models/<name>.keras by
 # hand once its held-out evaluation (models/README.md) is done; the CapsNet only if it meets its bar.
@@ -107,6 +108,7 @@ calorimeter_single_prior() {
     step calorimeter_single_prior_my_generator $PY associated_calorimeter.py --mode single --data $MG --max-events 200000 \
         --views top front --z-channel --radius-channel --line-input --line-skip --filters 32 64 --squeeze 16 --units 128 \
         --head factorised --epochs 4 --steps-per-epoch 400 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
+    cp "$R/calorimeter_single_prior_my_generator/model.keras" models/calorimeter_single_my_generator.keras  # shipped
 }
 # The shipped wall-view multi-label model (git, commit 5aac938) trained further: its validation was
 # still rising at the end of its 4 epochs (a trial until its held-out table says otherwise).
