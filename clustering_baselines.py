@@ -36,6 +36,7 @@ HOUGH_DEFAULTS = {"distance": 0.85, "min_votes": 3}
 # A hit joins a cluster's line within these distances, cell units (11 mm between its drift circle and the
 # top-view line, 44 mm between its z and the z line: the line fit's own outlier limits); two rounds.
 REFINE_DEFAULTS = {"top_tolerance": 0.25, "z_tolerance": 1.0, "rounds": 2}
+SPREAD_TOLERANCE = 4.0  # a line's tolerance is at least this many times the robust spread of its own hits
 _EVENT_GAP = 1.0e6  # mm between events in the single DBSCAN call (far beyond any eps)
 
 
@@ -169,6 +170,17 @@ def hough_cluster(batch: EventBatch, n_tracks=None, *, distance: float = HOUGH_D
     return refine_by_lines(batch, out) if refine else canonical_labels(batch, out)
 
 
+def _robust_sigma(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, 1.4826 x the median of ``values`` (absolute residuals): their spread, blind to a
+    few outliers. float64 (n_groups,), 0 for an empty group."""
+    if len(values) == 0:
+        return np.zeros(n_groups)
+    order = np.lexsort((values, group))
+    counts = np.bincount(group, minlength=n_groups)
+    middle = offsets_from_counts(counts)[:-1] + (counts - 1) // 2
+    return np.where(counts > 0, 1.4826 * values[order][np.minimum(middle, len(values) - 1)], 0.0)
+
+
 def refine_by_lines(batch: EventBatch, labels, *, top_tolerance: float = REFINE_DEFAULTS["top_tolerance"],
                     z_tolerance: float = REFINE_DEFAULTS["z_tolerance"],
                     rounds: int = REFINE_DEFAULTS["rounds"]) -> np.ndarray:
@@ -177,9 +189,11 @@ def refine_by_lines(batch: EventBatch, labels, *, top_tolerance: float = REFINE_
     ``labels`` (n_hits,): any clustering of ``batch`` (-1 noise). Each cluster of 2 or more hits
     gets the 3D line of :func:`datasets.line_fit.fit_lines` (drift circles, z; robust to a few
     foreign hits); every hit of the event, noise included, then goes to the cluster on its side
-    whose line passes nearest (distances in cell units: drift circle to top-view line over
-    ``top_tolerance``, plus z to z line over ``z_tolerance`` when both exist) if it is within both
-    tolerances, else to noise; one listing per cell and cluster. A cluster whose line keeps fewer
+    whose line passes nearest (distances in cell units: drift circle to top-view line over its
+    tolerance, plus z to z line over its tolerance when both exist) if it is within both, else to
+    noise. A line's tolerances are ``top_tolerance`` and ``z_tolerance``, or :data:`SPREAD_TOLERANCE`
+    times the robust spread (1.4826 x median) of its own hits' distances if larger: a track that is
+    not straight (curved by a magnetic field, kinked) keeps its hits; one listing per cell and cluster. A cluster whose line keeps fewer
     than half its hits (two tracks in one cluster) keeps those of its hits that no other took.
     ``rounds`` times. Vectorised.
     """
@@ -205,11 +219,18 @@ def refine_by_lines(batch: EventBatch, labels, *, top_tolerance: float = REFINE_
         pair_hit = np.repeat(np.arange(n_hits), per_event[event])  # every hit against every cluster of its event
         pair_label = ranges(np.zeros(n_hits, np.int64), per_event[event])
         pair_line = first[event[pair_hit]] + pair_label
+        # each line's own tolerances: wider for a track that is not straight (curved in a magnetic field)
+        own_top, own_z = hit_residuals(lines, line_of[on], u[on], c[on], radius[on], z[on])
+        own_z_ok = with_z[on]
+        top_limit = np.maximum(top_tolerance, SPREAD_TOLERANCE * _robust_sigma(line_of[on], own_top, n_lines))
+        z_limit = np.maximum(z_tolerance, SPREAD_TOLERANCE * _robust_sigma(line_of[on][own_z_ok], own_z[own_z_ok],
+                                                                           n_lines))
         top, dz = hit_residuals(lines, pair_line, u[pair_hit], c[pair_hit], radius[pair_hit], z[pair_hit])
         use_z = with_z[pair_hit] & lines["posed_z"][pair_line]
-        near = ((size[pair_line] >= 2) & (line_side[pair_line] == side[pair_hit]) & (top <= top_tolerance)
-                & (~use_z | (dz <= z_tolerance)))
-        cost = np.where(near, top / top_tolerance + np.where(use_z, dz / z_tolerance, 0.0), np.inf)
+        top_limit, z_limit = top_limit[pair_line], z_limit[pair_line]
+        near = ((size[pair_line] >= 2) & (line_side[pair_line] == side[pair_hit]) & (top <= top_limit)
+                & (~use_z | (dz <= z_limit)))
+        cost = np.where(near, top / top_limit + np.where(use_z, dz / z_limit, 0.0), np.inf)
         best = np.full(n_hits, np.inf)
         np.minimum.at(best, pair_hit, cost)
         chosen = near & (cost == best[pair_hit])
