@@ -118,7 +118,7 @@ calorimeter_wall_more() {
     step calorimeter_wall_more_my_generator $PY associated_calorimeter.py --mode multi --views wall --loss softmax \
         --k predicted --data $MG --max-events 200000 --filters 24 24 --squeeze 16 \
         --init-model runs/r3/calorimeter_multi_my_generator.keras \
-        --epochs 3 --steps-per-epoch 300 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine
+        --epochs 2 --steps-per-epoch 300 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine
 }
 case ${STREAM:-} in
     c) calorimeter_single_z ;;
