@@ -206,6 +206,7 @@ def refine_by_lines(batch: EventBatch, labels, *, top_tolerance: float = REFINE_
     u, c, z, radius, with_z = hit_coordinates(batch)
     side = batch.hits["grid_side"].astype(np.int64)
     cell = geo.cell_id(side, batch.hits["grid_layer"].astype(np.int64), batch.hits["grid_column"].astype(np.int64))
+    z_mm = _z_or_nan(batch)
     for _ in range(rounds):
         per_event = np.zeros(len(batch), np.int64)
         np.maximum.at(per_event, event, labels + 1)  # clusters 0..k-1 of each event
@@ -241,7 +242,7 @@ def refine_by_lines(batch: EventBatch, labels, *, top_tolerance: float = REFINE_
         own = np.maximum(line_of, 0)
         lost = on & (new < 0) & (2 * left[own] < size[own])
         new[lost] = labels[lost]
-        keep = _one_listing_per_cell(new >= 0, first[event] + np.maximum(new, 0), cell, _z_or_nan(batch))
+        keep = _one_listing_per_cell(new >= 0, first[event] + np.maximum(new, 0), cell, z_mm)
         labels = np.asarray(canonical_labels(batch, np.where(keep, new, -1)), dtype=np.int64)
     return labels.astype(np.int16)
 

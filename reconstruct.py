@@ -105,6 +105,8 @@ def resolve(args, parser) -> None:
             args.calorimeter = "clustered"
         else:
             args.calorimeter = "multilabel" if os.path.exists(args.calo_multi) else "none"
+    # what --line-refit means for this clusterer: DBSCAN and no clustering are never refitted
+    args.refit = args.line_refit == "on" and args.clusterer not in ("dbscan", "none")
     if args.calorimeter == "clustered" and args.clusterer == "none":
         parser.error("--calorimeter clustered needs clusters: give a --clusterer other than none, "
                      "or --calorimeter multilabel / none")
@@ -239,14 +241,13 @@ def main(argv=None) -> int:
         steps = {"counter": inference.load_counter(args.counter), "cluster": None, "isolated": args.isolated,
                  "calorimeter": args.calorimeter, "calo": None}
         if args.clusterer != "none":
-            refit = args.line_refit == "on" and args.clusterer != "dbscan"
-            steps["cluster"], _ = inference.make_clusterer(args.clusterer, batch_size=args.batch_size, refit=refit)
+            steps["cluster"], _ = inference.make_clusterer(args.clusterer, batch_size=args.batch_size, refit=args.refit)
         if calo_flag:
             steps["calo"] = reconstruction.load_calorimeter(calo_path, "single" if args.calorimeter == "clustered"
                                                             else "multi", flag=calo_flag)
         title = (f"SuperNEMO reco: counter {os.path.basename(args.counter)}, clusterer "
                  f"{os.path.basename(args.clusterer)}"
-                 + (", line refit" if args.line_refit == "on" and args.clusterer not in ("dbscan", "none") else "")
+                 + (", line refit" if args.refit else "")
                  + f", calorimeter {args.calorimeter}"
                  + (f" ({os.path.basename(calo_path)})" if calo_flag else "") + f", isolated hits {args.isolated}")
         os.makedirs(args.out, exist_ok=True)
@@ -327,7 +328,7 @@ def report_scores(args, scorers) -> None:
 def settings(args) -> dict:
     """The models and steps of the run, recorded in every score file."""
     return {"counter": args.counter, "clusterer": args.clusterer,
-            "line_refit": args.line_refit == "on" and args.clusterer not in ("dbscan", "none"),
+            "line_refit": args.refit,
             "calorimeter": args.calorimeter,
             "calo_model": {"clustered": args.calo_single, "multilabel": args.calo_multi}.get(args.calorimeter),
             "isolated": args.isolated}

@@ -123,7 +123,7 @@ def _trunk(features: list, dense: int, dropout: float, name: str):
     return layers.Dropout(dropout, name=f"{name}_dropout")(x)
 
 
-LINE_PRIOR_SCALE = 4.0  # logits per unit of bump: about 10 for the bin a line's wall position lies in
+LINE_PRIOR_SCALE = 4.0  # logits given to the line's own grid column and row at the start
 
 
 def cell_head(x, head: str = "full", line=None, line_prior=None):
@@ -154,8 +154,10 @@ def cell_head(x, head: str = "full", line=None, line_prior=None):
         column = layers.Add(name="column_logits_with_line")([column, column_from_line(line)])
         row = layers.Add(name="row_logits_with_line")([row, row_from_line(line)])
         if line_prior is not None:
+            import numpy as np
+
             for layer, matrix in zip((column_from_line, row_from_line), line_prior):
-                layer.set_weights([LINE_PRIOR_SCALE * matrix, layer.get_weights()[1] * 0.0])
+                layer.set_weights([LINE_PRIOR_SCALE * matrix, np.zeros(matrix.shape[1], np.float32)])
     column = layers.RepeatVector(rows, name="column_by_row")(column)
     row = layers.RepeatVector(columns, name="row_by_column")(row)
     row = layers.Permute((2, 1), name="row_logits_grid")(row)  # (B, 15, 22)

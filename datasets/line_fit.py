@@ -126,11 +126,12 @@ def _one_layer_start(event, u, c, radius, n_events: int):
     travel = np.where(one_layer, travel, 0)
     r_min = np.full(n_events, big)
     np.minimum.at(r_min, event, radius)
-    crossing_c = np.full(n_events, -big)  # column of the hit of smallest radius (the first along travel if tied)
-    at_min = radius == r_min[event]
-    np.maximum.at(crossing_c, event, np.where(at_min, -travel[event] * c, -big))
-    crossing_c = np.where(one_layer, -travel * np.where(one_layer, crossing_c, 0.0), 0.0)
-    beyond = travel[event] * (c - crossing_c[event]) > 0
+    # where the track crosses the wire row: the hit of smallest radius (the first along travel if tied),
+    # as a position along the travel (travel * column)
+    crossing = np.full(n_events, big)
+    along = travel[event] * c
+    np.minimum.at(crossing, event, np.where(radius == r_min[event], along, big))
+    beyond = along > crossing[event]
     return one_layer, np.where(beyond, u + radius, u - radius), travel
 
 
@@ -162,10 +163,12 @@ def top_line(event, u, c, radius, n_events: int, iterations: int = DRIFT_ITERATI
     one_layer, u_start, travel = _one_layer_start(event, u, c, radius, n_events)
     u0 = np.where(one_layer[event], u_start, u)
     line = _orthogonal_fit(event, u0, c, n_events)
-    signed, normal_u, normal_c = signed_distance(line)
-    off_line = np.zeros(n_events)
-    np.maximum.at(off_line, event, np.abs(signed))
-    collinear = (np.bincount(event, minlength=n_events) >= 2) & (off_line < 1e-9) & ~one_layer & cross_collinear
+    collinear = np.zeros(n_events, dtype=bool)
+    if cross_collinear:
+        signed, normal_u, normal_c = signed_distance(line)
+        off_line = np.zeros(n_events)
+        np.maximum.at(off_line, event, np.abs(signed))
+        collinear = (np.bincount(event, minlength=n_events) >= 2) & (off_line < 1e-9) & ~one_layer
     if collinear.any():  # wires on one line (a column, a diagonal): cross it at the smallest radius
         along = (u - line[0][event]) * line[2][event] + (c - line[1][event]) * line[3][event]
         r_min = np.full(n_events, np.inf)
@@ -214,18 +217,6 @@ def _z_line(event, u, z, use, n_events: int, rounds: int = OUTLIER_ROUNDS):
     return a, b, posed
 
 
-def _grid_cell(column_at_wall: np.ndarray, z_at_wall: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Grid (column, row) int64 of wall positions by the toys' grid convention: column 0 / 21 beyond
-    the tracker's ends, else int(c / 113 * 20 + 1); row 0 / 14 beyond the chamber, else
-    int((1 + z / half height) / 2 * 13 + 1). ``column_at_wall`` in cell units, ``z_at_wall`` / half height."""
-    width = float(geo.N_COLUMNS)
-    column = np.where(column_at_wall < 0, 0, np.where(column_at_wall > width, geo.CALO_GRID_COLUMNS - 1, np.clip(
-        np.floor(column_at_wall / width * geo.MAIN_COLUMNS + 1), 1, geo.MAIN_COLUMNS)))
-    row = np.where(z_at_wall < -1, 0, np.where(z_at_wall > 1, geo.CALO_GRID_ROWS - 1, np.clip(
-        np.floor((1 + z_at_wall) / 2 * geo.MAIN_ROWS + 1), 1, geo.MAIN_ROWS)))
-    return column.astype(np.int64), row.astype(np.int64)
-
-
 def grid_binning(n_features: int = N_FEATURES) -> tuple[np.ndarray, np.ndarray]:
     """Linear maps from :func:`line_features` to the grid cell the fitted line alone predicts.
 
@@ -243,8 +234,8 @@ def grid_binning(n_features: int = N_FEATURES) -> tuple[np.ndarray, np.ndarray]:
         return columns, rows
     if n_features != N_BUMP_FEATURES:
         raise ValueError(f"line features are {N_FEATURES} or the first {N_BUMP_FEATURES}, got {n_features}")
-    column, _ = _grid_cell(COLUMN_CENTRES, np.zeros_like(COLUMN_CENTRES))
-    _, row = _grid_cell(np.zeros_like(Z_CENTRES), Z_CENTRES)
+    column, _ = geo.toy_grid_cell(COLUMN_CENTRES, np.zeros_like(COLUMN_CENTRES))
+    _, row = geo.toy_grid_cell(np.zeros_like(Z_CENTRES), Z_CENTRES * _HALF_HEIGHT)
     first_column = len(FEATURE_NAMES)
     first_z = first_column + len(COLUMN_CENTRES)
     columns[first_column + np.arange(len(COLUMN_CENTRES)), column] = 1.0
@@ -311,7 +302,7 @@ def line_features(batch: EventBatch) -> np.ndarray:
     z_at_foil: the lines at u = 0, scaled and clipped as at the wall. Then the fitted column at
     u = 9 on :data:`COLUMN_CENTRES` and the fitted z at u = 9 (/ half height) on :data:`Z_CENTRES`
     (:func:`_bumps`); last, the grid column (22) and row (15) where the line meets the wall, one-hot
-    (:func:`_grid_cell`). Models of the first kind read the first 264 (:data:`N_BUMP_FEATURES`). An
+    (:func:`snemo.geometry.toy_grid_cell`). Models of the first kind read the first 264 (:data:`N_BUMP_FEATURES`). An
     event without hits is all zeros.
     """
     n_events = len(batch)
@@ -345,7 +336,7 @@ def line_features(batch: EventBatch) -> np.ndarray:
         np.clip(a_col / width, -0.5, 1.5),
         np.clip(a_z / _HALF_HEIGHT, -1.5, 1.5),
     ], axis=1)
-    grid_column, grid_row = _grid_cell(column_at_wall, z_at_wall)
+    grid_column, grid_row = geo.toy_grid_cell(column_at_wall, z_at_wall * _HALF_HEIGHT)
     features = np.concatenate([scalars, _bumps(column_at_wall, COLUMN_CENTRES), _bumps(z_at_wall, Z_CENTRES),
                                np.eye(geo.CALO_GRID_COLUMNS)[grid_column], np.eye(geo.CALO_GRID_ROWS)[grid_row]], axis=1)
     features[n_hits == 0] = 0.0

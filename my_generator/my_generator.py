@@ -99,9 +99,9 @@ def _track_hits(x_event, z_event, slope_top, slope_front):
 def _calorimeter(x_event, z_event, slope_top, slope_front):
     """Calorimeter truth of lines (cell units in): (grid column, grid row, type, wall), int arrays.
 
-    Grid as in the original: the line at u = 9 gives column 0 / 21 beyond the column range, else
-    int(col / 113 * 20 + 1), and row 0 / 14 beyond the chamber height, else
-    int((dh + z) / (2 dh) * 13 + 1) (clipped to 1..20 and 1..13 for the exact upper edge).
+    Grid as in the original (:func:`snemo.geometry.toy_grid_cell` of the line at u = 9): column
+    0 / 21 beyond the column range, else int(col / 113 * 20 + 1), and row 0 / 14 beyond the chamber
+    height, else int((dh + z) / (2 dh) * 13 + 1).
     Type: gamma veto for rows 0 / 14, X-wall for columns 0 / 21; a corner cell (both) gets the
     type of the boundary the line crosses first. Wall: X-wall 0 / 1 for column 0 / 21, gamma veto
     0 / 1 for bottom / top, -1 on the main wall.
@@ -109,12 +109,7 @@ def _calorimeter(x_event, z_event, slope_top, slope_front):
     col = x_event + slope_top * WALL_U
     z = z_event + slope_front * WALL_U
     width = float(geo.N_COLUMNS)
-    main_col = np.clip(np.floor(np.clip(col, 0.0, width) / width * geo.MAIN_COLUMNS + 1), 1, geo.MAIN_COLUMNS)
-    main_row = np.clip(np.floor((HALF_HEIGHT + np.clip(z, -HALF_HEIGHT, HALF_HEIGHT)) / (2 * HALF_HEIGHT)
-                                * geo.MAIN_ROWS + 1), 1, geo.MAIN_ROWS)
-    grid_col = np.where(col < 0, 0, np.where(col > width, geo.CALO_GRID_COLUMNS - 1, main_col)).astype(np.int64)
-    grid_row = np.where(z < -HALF_HEIGHT, 0, np.where(z > HALF_HEIGHT, geo.CALO_GRID_ROWS - 1,
-                                                      main_row)).astype(np.int64)
+    grid_col, grid_row = geo.toy_grid_cell(col, z)
     beyond_col = (grid_col == 0) | (grid_col == geo.CALO_GRID_COLUMNS - 1)
     beyond_row = (grid_row == 0) | (grid_row == geo.CALO_GRID_ROWS - 1)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -91,6 +91,23 @@ CALO_GRID_ROWS = MAIN_ROWS + 2  # 15
 CALO_GRID_CELLS = CALO_GRID_COLUMNS * CALO_GRID_ROWS  # 330
 
 
+def toy_grid_cell(column, z):
+    """Grid (column, row), int64 arrays, of where a toy track meets the wall (my_generator.cxx).
+
+    ``column``: position along the foil in cell units (column C spans [C, C + 1]); ``z``: height
+    in cell units (44 mm). Column 0 / 21 below 0 / beyond 113, else int(column / 113 * 20 + 1);
+    row 0 / 14 below / above the chamber's half height (1500 mm), else
+    int((half + z) / (2 half) * 13 + 1); both clipped to the main wall's range at its exact edges.
+    """
+    column, z = np.asarray(column, dtype=np.float64), np.asarray(z, dtype=np.float64)
+    width, half = float(N_COLUMNS), TRACKER_HALF_Z / CELL_PITCH
+    main_column = np.clip(np.floor(np.clip(column, 0.0, width) / width * MAIN_COLUMNS + 1), 1, MAIN_COLUMNS)
+    main_row = np.clip(np.floor((half + np.clip(z, -half, half)) / (2 * half) * MAIN_ROWS + 1), 1, MAIN_ROWS)
+    grid_column = np.where(column < 0, 0, np.where(column > width, CALO_GRID_COLUMNS - 1, main_column))
+    grid_row = np.where(z < -half, 0, np.where(z > half, CALO_GRID_ROWS - 1, main_row))
+    return grid_column.astype(np.int64), grid_row.astype(np.int64)
+
+
 # --------------------------------------------------------------------------------------------
 # Tracker conversions (all vectorised: scalars or NumPy arrays in, arrays out)
 # --------------------------------------------------------------------------------------------
