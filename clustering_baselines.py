@@ -6,8 +6,9 @@ clusterer of :mod:`clustering`, which re-exports the public names below (``clust
 and friends keep working).
 
 * :func:`dbscan_cluster`: DBSCAN (scikit-learn) on the hits' wire (x, y) and scaled z, mm.
-* :func:`hough_cluster`: an iterative Hough-transform line finder (scikit-image ``hough_line``) on
-  each side's (9 layers, 113 columns) top view, its clusters then refined by their fitted lines.
+* :func:`hough_cluster`: an iterative Hough-transform line finder on each side's (9 layers, 113
+  columns) top view, vectorised over events (:mod:`clustering_hough`, scikit-image's ``hough_line``
+  accumulator), its clusters then refined by their fitted lines.
 * :func:`refine_by_lines`: any clustering's hits re-associated with the 3D lines fitted to its
   clusters (drift circles and z, :mod:`datasets.line_fit`); the Hough finder ends with it.
 * :func:`tune`: grid search of a baseline's settings on validation events.
@@ -19,7 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from clustering import DEFAULT_MAX_TRACKS, _one_listing_per_cell, _z_or_nan, canonical_labels, score
+from clustering import _one_listing_per_cell, _z_or_nan, canonical_labels, score
+from clustering_hough import HOUGH_DEFAULTS, hough_cluster
 from snemo import geometry as geo
 from snemo.events import EventBatch, offsets_from_counts
 
@@ -29,10 +31,8 @@ __all__ = ["DBSCAN_DEFAULTS", "HOUGH_DEFAULTS", "REFINE_DEFAULTS", "dbscan_clust
 # Chosen once by :func:`tune` on validation events: my_generator, 300 clean events of each count
 # 1..4 (seeds 1001..1004). DBSCAN (no count), two grids: eps {50, 65, 80, 100} mm x z_scale {0, 0.02,
 # 0.05, 0.1} x min_samples {1, 2}, then eps {65, 80, 100, 120} x z_scale {0.1, 0.2, 0.3, 0.5}. Hough
-# (given the true count): distance {0.75, 0.85, 1.0, 1.2} cells x min_votes {3, 4, 5}, then
-# distance {0.8, 0.85, 0.9, 0.95}.
+# (given the true count): see clustering_hough.HOUGH_DEFAULTS.
 DBSCAN_DEFAULTS = {"eps": 100.0, "min_samples": 1, "z_scale": 0.2}
-HOUGH_DEFAULTS = {"distance": 0.85, "min_votes": 3}
 # A hit joins a cluster's line within these distances, cell units (11 mm between its drift circle and the
 # top-view line, 44 mm between its z and the z line: the line fit's own outlier limits); two rounds.
 REFINE_DEFAULTS = {"top_tolerance": 0.25, "z_tolerance": 1.0, "rounds": 2}
@@ -58,6 +58,17 @@ def _keep_largest(labels: np.ndarray, event: np.ndarray, n_events: int, n_tracks
 
 
 
+def _event_median(event: np.ndarray, values: np.ndarray, use: np.ndarray, n_events: int) -> np.ndarray:
+    """Per event, the median of ``values`` over the hits where ``use`` (0.0 for an event without any)."""
+    order = np.lexsort((values[use], event[use]))
+    ordered = values[use][order]
+    counts = np.bincount(event[use], minlength=n_events)
+    start = offsets_from_counts(counts)[:-1]
+    low = ordered[np.minimum(start + (counts - 1) // 2, len(ordered) - 1)] if len(ordered) else np.zeros(n_events)
+    high = ordered[np.minimum(start + counts // 2, len(ordered) - 1)] if len(ordered) else np.zeros(n_events)
+    return np.where(counts > 0, 0.5 * (low + high), 0.0)
+
+
 def dbscan_cluster(batch: EventBatch, n_tracks=None, *, eps: float = DBSCAN_DEFAULTS["eps"],
                    min_samples: int = DBSCAN_DEFAULTS["min_samples"], z_scale: float = DBSCAN_DEFAULTS["z_scale"],
                    min_hits: int = 3, chunk: int = 2000, progress: bool = True) -> np.ndarray:
@@ -77,11 +88,7 @@ def dbscan_cluster(batch: EventBatch, n_tracks=None, *, eps: float = DBSCAN_DEFA
     z = hits["wirez"].astype(np.float64)
     missing = batch.z_missing()
     if missing.any():
-        z = z.copy()
-        for position in np.flatnonzero(np.bincount(event[missing], minlength=len(batch))):
-            in_event = event == position
-            measured = in_event & ~missing
-            z[in_event & missing] = np.median(z[measured]) if measured.any() else 0.0
+        z = np.where(missing, _event_median(event, z, ~missing, len(batch))[event], z)
     features = np.stack([geo.wire_x(hits["grid_side"], hits["grid_layer"]) + event * _EVENT_GAP,
                          geo.wire_y(hits["grid_column"]), z * z_scale], axis=1)  # (n_hits, 3) mm
     raw = np.full(len(event), -1, dtype=np.int64)
@@ -94,80 +101,6 @@ def dbscan_cluster(batch: EventBatch, n_tracks=None, *, eps: float = DBSCAN_DEFA
     sizes = np.bincount(np.where(raw >= 0, raw, len(raw)), minlength=len(raw) + 1)
     raw = np.where((raw >= 0) & (sizes[np.where(raw >= 0, raw, len(raw))] >= min_hits), raw, -1)
     return canonical_labels(batch, _keep_largest(raw, event, len(batch), n_tracks))
-
-
-def _line_hits(layer, column, theta, rho, distance):
-    """Distance-mask of pixels (layer, column) near the line column cos + layer sin = rho, refit once."""
-    near = np.abs(column * np.cos(theta) + layer * np.sin(theta) - rho) <= distance
-    if near.sum() >= 2:
-        points = np.stack([column[near], layer[near]], axis=1).astype(np.float64)
-        centre = points.mean(axis=0)
-        _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
-        normal = vt[-1]  # unit normal of the total-least-squares line
-        near = np.abs((np.stack([column, layer], axis=1) - centre) @ normal) <= distance
-    return near
-
-
-def hough_cluster(batch: EventBatch, n_tracks=None, *, distance: float = HOUGH_DEFAULTS["distance"],
-                  min_votes: int = HOUGH_DEFAULTS["min_votes"], min_hits: int = 3,
-                  max_tracks: int = DEFAULT_MAX_TRACKS, n_angles: int = 180, progress: bool = True,
-                  refine: bool = True) -> np.ndarray:
-    """Iterative Hough-transform line finder on the top view: labels int16 (n_hits,), canonical order.
-
-    Each side's top view is a (9 layers, 113 columns) image, isotropic in cell units (44 mm). Each
-    round takes the strongest line of both sides' accumulators (scikit-image ``hough_line``,
-    ``n_angles`` angles over [-90, 90) degrees, 1-cell distance bins), gives it the remaining hits of
-    that side within ``distance`` cells of it (refitted once by least squares), one listing per
-    cell, removes them and repeats: up to ``n_tracks`` (n,) lines when given, else ``max_tracks``;
-    an event stops when the peak has fewer than ``min_votes`` cells or a line fewer than
-    ``min_hits`` hits. Loops over events (a baseline), with a progress bar on standard error.
-    With ``refine`` (default), the clusters then go through :func:`refine_by_lines`: fitted to
-    their drift circles and z, every hit re-associated with the nearest line or made noise.
-    """
-    from skimage.transform import hough_line
-    from tqdm import tqdm
-
-    angles = np.linspace(-np.pi / 2, np.pi / 2, n_angles, endpoint=False)
-    targets = (np.full(len(batch), max_tracks) if n_tracks is None else np.asarray(n_tracks, dtype=np.int64))
-    offsets = batch.hit_offsets - batch.hit_offsets[0]
-    side_all = batch.hits["grid_side"].astype(np.int64)
-    layer_all = batch.hits["grid_layer"].astype(np.int64)
-    column_all = batch.hits["grid_column"].astype(np.int64)
-    z_all = _z_or_nan(batch)
-    out = np.full(int(offsets[-1]), -1, dtype=np.int64)
-    for position in tqdm(range(len(batch)), desc="Hough", unit="event", disable=not progress, mininterval=1.0):
-        a, b = int(offsets[position]), int(offsets[position + 1])
-        side, layer, column = side_all[a:b], layer_all[a:b], column_all[a:b]
-        remaining = np.ones(b - a, dtype=bool)
-        cache = {}
-        for track in range(int(targets[position])):
-            best = None
-            for s in (0, 1):
-                if s not in cache:
-                    on = remaining & (side == s)
-                    cache[s] = (0, 0.0, 0.0)
-                    if on.any():
-                        image = np.zeros((geo.N_LAYERS, geo.N_COLUMNS), dtype=bool)
-                        image[layer[on], column[on]] = True
-                        space, _, dists = hough_line(image, theta=angles)  # (n_dists, n_angles) votes
-                        peak = np.unravel_index(int(np.argmax(space)), space.shape)
-                        cache[s] = (int(space[peak]), angles[peak[1]], dists[peak[0]])
-                if best is None or cache[s][0] > best[0]:
-                    best = cache[s] + (s,)
-            votes, theta, rho, s = best
-            if votes < min_votes:
-                break
-            on = remaining & (side == s)
-            near = np.zeros(b - a, dtype=bool)
-            near[on] = _line_hits(layer[on], column[on], theta, rho, distance)
-            near = _one_listing_per_cell(near, np.zeros(b - a, dtype=np.int64), geo.cell_id(side, layer, column),
-                                         z_all[a:b])
-            if near.sum() < min_hits:
-                break
-            out[a:b][near] = track
-            remaining &= ~near
-            cache.pop(s)
-    return refine_by_lines(batch, out) if refine else canonical_labels(batch, out)
 
 
 def _robust_sigma(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
@@ -212,6 +145,8 @@ def refine_by_lines(batch: EventBatch, labels, *, top_tolerance: float = REFINE_
         np.maximum.at(per_event, event, labels + 1)  # clusters 0..k-1 of each event
         first = offsets_from_counts(per_event)[:-1]
         n_lines = int(per_event.sum())
+        if n_lines == 0:  # no cluster anywhere: every hit stays noise
+            break
         on = labels >= 0
         line_of = first[event] + labels
         size = np.bincount(line_of[on], minlength=n_lines)

@@ -180,6 +180,14 @@ def test_hough_clusters_refined_by_their_lines_are_purer_and_as_efficient():
     assert after["efficiency"] > before["efficiency"] - 0.01
 
 
+def test_refining_a_batch_without_any_cluster_leaves_every_hit_noise(events):
+    from clustering_baselines import refine_by_lines
+
+    batch = events[2][:5]
+    out = refine_by_lines(batch, np.full(int(batch.hit_offsets[-1]), -1, np.int16))
+    assert out.dtype == np.int16 and np.all(out == -1)
+
+
 def test_refining_keeps_a_cluster_that_holds_two_tracks_and_an_event_without_clusters(events):
     from clustering_baselines import refine_by_lines
 
