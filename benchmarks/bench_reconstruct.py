@@ -12,7 +12,11 @@ Every configuration runs ``reconstruct.py`` as a child process on realistic even
 * ``peak MB``: the child's peak resident memory (``os.wait4`` rusage ``ru_maxrss``).
 
 The memory target is flat in the number of events: the peak at the largest ``--events`` within
-10 % of the peak at the smallest. When reconstruct.py lacks ``--calorimeter`` or ``--clusterer
+10 % of the peak at the smallest. Every run reads chunks of ``--chunk-size`` events (default 5,000,
+the size of the smallest set's files, one per track count), so the two memory points read chunks
+of the same size: with reconstruct.py's default chunk of 20,000 the small set's 5,000-event files
+would be read in smaller chunks than the large set's and the comparison would measure the chunk,
+not the number of events. When reconstruct.py lacks ``--calorimeter`` or ``--clusterer
 none`` (read from its ``--help``), the counter-alone runs use the closest flags it has, and the
 table and JSON say which. Other processes on a shared machine only slow runs down: the load
 average is recorded. Prints a table and writes benchmarks/results/bench_reconstruct.json.
@@ -100,11 +104,11 @@ def mode_flags(mode: str, offered: dict) -> tuple[list[str], str]:
     return flags, note
 
 
-def run_once(data: Path, flags: list[str], batch_size: int, scratch: Path) -> dict:
+def run_once(data: Path, flags: list[str], batch_size: int, scratch: Path, chunk_size: int) -> dict:
     """One reconstruct.py child on ``data``: wall seconds, its own events/s, peak resident MB, exit status."""
     out = Path(tempfile.mkdtemp(prefix="out-", dir=scratch))
     command = [sys.executable, str(REPO / "reconstruct.py"), str(data), "--out", str(out), "--batch-size",
-               str(batch_size), "--overwrite", *flags]
+               str(batch_size), "--chunk-size", str(chunk_size), "--overwrite", *flags]
     start = time.perf_counter()
     with tempfile.TemporaryFile(mode="w+") as stdout, tempfile.TemporaryFile(mode="w+") as stderr:
         child = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=child_env())
@@ -158,10 +162,12 @@ def main(argv=None) -> int:
                         help="where the events are made once and reused (default benchmarks/results/"
                              "bench_reconstruct_data; not committed)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=5_000,
+                        help="reconstruct.py --chunk-size of every run (default %(default)s: the smallest set's file size)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file (default %(default)s)")
     args = parser.parse_args(argv)
-    if min(args.events) < len(TRACK_COUNTS) or min(args.batch_sizes) < 1:
-        parser.error(f"--events must be at least {len(TRACK_COUNTS)} and --batch-sizes at least 1")
+    if min(args.events) < len(TRACK_COUNTS) or min(args.batch_sizes) < 1 or args.chunk_size < 1:
+        parser.error(f"--events must be at least {len(TRACK_COUNTS)}, --batch-sizes and --chunk-size at least 1")
 
     from snemo.jsonfile import write_json
 
@@ -176,7 +182,7 @@ def main(argv=None) -> int:
                 notes[mode] = note
             for batch_size in args.batch_sizes:
                 for n, (folder, events) in datasets.items():
-                    result = run_once(folder, flags, batch_size, Path(scratch))
+                    result = run_once(folder, flags, batch_size, Path(scratch), args.chunk_size)
                     rows.append({"mode": mode, "batch_size": batch_size, "events": events, "flags": flags, **result})
                     print(format_table(rows[-1:]).splitlines()[1], flush=True)
     print()
@@ -192,7 +198,7 @@ def main(argv=None) -> int:
     write_json(args.out, {"machine": platform.node(), "cpus": os.cpu_count(),
                           "load_average_before": load_before, "load_average_after": os.getloadavg(),
                           "python": platform.python_version(), "reconstruct_flags_offered": offered, "notes": notes,
-                          "runs": rows, "peak_memory_growth": growth,
+                          "chunk_size": args.chunk_size, "runs": rows, "peak_memory_growth": growth,
                           "targets": {"counter_events_per_s": 20_000, "chain_events_per_s": 2_000,
                                       "peak_memory_growth": 0.10}})
     print(f"wrote {args.out}")
