@@ -98,7 +98,7 @@ def test_shipped_model_counts_todays_views(name, kind, fresh_events):
 
 
 def test_shipped_clustering_generator_clusters_fresh_events():
-    """Double-majority efficiency >= 93 % on 300 fresh clean 2-track events (held-out: 97.3 %, 98.8 % with the
+    """Double-majority efficiency >= 96 % on 300 fresh clean 2-track events (held-out: 98.1 %, 99.0 % with the
     line refit that make_clusterer applies by default), every hit labelled."""
     import clustering
     import clustering_inference
@@ -109,7 +109,7 @@ def test_shipped_clustering_generator_clusters_fresh_events():
     labels = cluster(batch, batch.n_tracks)
     assert labels.shape == (batch.hit_offsets[-1],) and labels.min() >= -1 and labels.max() <= 1
     scores = clustering.score(batch, labels)["all"]
-    assert scores["efficiency"] >= 0.93, scores
+    assert scores["efficiency"] >= 0.96, scores
 
 
 def test_shipped_calorimeter_model_finds_the_cell_of_fresh_tracks():
