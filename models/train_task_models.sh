@@ -14,6 +14,7 @@
 # STREAM=c5: the fourth (shipped): the line's grid cell in its features, --line-skip starting from it.
 # STREAM=w: the multi-label model on the wall view (shipped by hand if its held-out scores are worth it).
 # STREAM=g2: the shipped GAN trained further (a copy of its run folder resumed to 9 epochs).
+# STREAM=n5: the no-GAN comparison generator trained to 5 epochs (a copy of its run folder resumed).
 # STREAM=w2: the shipped wall-view multi-label model trained further (2 epochs, --init-model).
 # A rerun resumes each run folder (runs/models/<name>/). A model is copied to models/<name>.keras by
 # hand once its held-out evaluation (models/README.md) is done; the CapsNet only if it meets its bar.
@@ -131,8 +132,17 @@ clustering_more() {
         --epochs 9 --steps-per-epoch 400 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine \
         --counter models/top_my_generator.keras --displays 2
 }
+# The no-GAN comparison (stream b, 2 epochs) trained to 5 epochs like the first GAN: a copy of its run
+# folder resumed with --epochs 5 on the same files (the cosine restarts at 0.65e-3).
+clustering_noadv_more() {
+    [ -d "$R/clustering_noadv5_my_generator" ] || cp -r "$R/clustering_noadv_my_generator" "$R/clustering_noadv5_my_generator"
+    step clustering_noadv5_my_generator $PY clustering_one.py --data $MG/clean $MG/onesided $MG/onesided_realistic $MG/realistic --max-events 160000 --z-channel --radius-channel \
+        --epochs 5 --steps-per-epoch 400 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine \
+        --counter models/top_my_generator.keras --displays 2 --no-adversarial
+}
 case ${STREAM:-} in
     g2) clustering_more ;;
+    n5) clustering_noadv_more ;;
     c) calorimeter_single_z ;;
     w2) calorimeter_wall_more ;;
     c5) calorimeter_single_prior ;;
