@@ -10,12 +10,12 @@ the rounds of the iteration (one track per round). :mod:`clustering_baselines` r
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
 from clustering import DEFAULT_MAX_TRACKS, _one_listing_per_cell, _z_or_nan, canonical_labels
+from clustering_refit import refine_by_lines
 from snemo import geometry as geo
 from snemo.events import EventBatch
 
@@ -35,21 +35,13 @@ def hough_angles(n_angles: int = 180) -> np.ndarray:
     return np.linspace(-np.pi / 2, np.pi / 2, n_angles, endpoint=False)
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_table(angles: tuple) -> np.ndarray:
-    angles = np.asarray(angles)
-    row, col = np.divmod(np.arange(_IMAGE), geo.N_COLUMNS)
-    rho = col[:, None] * np.cos(angles) + row[:, None] * np.sin(angles)  # (pixels, A) cells
-    bins = np.trunc(rho + np.where(rho > 0.0, 0.5, -0.5)).astype(np.int64) + RHO_OFFSET  # half away from 0
-    table = bins * len(angles) + np.arange(len(angles))
-    table.setflags(write=False)
-    return table
-
-
 def _bin_table(angles: np.ndarray) -> np.ndarray:
     """(1017, A) int64: the accumulator bin (distance bin x A + angle index) of each top-view pixel
     (layer x 113 + column) at each angle, distances rounded half away from zero as hough_line does."""
-    return _cached_table(tuple(float(a) for a in angles))
+    row, col = np.divmod(np.arange(_IMAGE), geo.N_COLUMNS)
+    rho = col[:, None] * np.cos(angles) + row[:, None] * np.sin(angles)  # (pixels, A) cells
+    bins = np.trunc(rho + np.where(rho > 0.0, 0.5, -0.5)).astype(np.int64) + RHO_OFFSET
+    return bins * len(angles) + np.arange(len(angles))
 
 
 def hough_peaks(group, layer, column, n_groups: int, angles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,12 +161,10 @@ def hough_cluster(batch: EventBatch, n_tracks=None, *, distance: float = HOUGH_D
     ``max_tracks``; an event stops when the peak has fewer than ``min_votes`` cells or a line fewer
     than ``min_hits`` hits. All events of a ``chunk`` go through each round together (progress bar on
     standard error, per chunk). With ``refine`` (default), the clusters then go through
-    :func:`clustering_baselines.refine_by_lines`: fitted to their drift circles and z, every hit
+    :func:`clustering_refit.refine_by_lines`: fitted to their drift circles and z, every hit
     re-associated with the nearest line or made noise. Labels: 0..k-1 per event, -1 noise.
     """
     from tqdm import tqdm
-
-    from clustering_baselines import refine_by_lines
 
     angles = hough_angles(n_angles)
     targets = np.full(len(batch), max_tracks) if n_tracks is None else np.asarray(n_tracks, dtype=np.int64)

@@ -21,7 +21,7 @@ from evaluate_common import check, check_cell, markdown_table, merge_json, model
 
 COLUMNS = ("clean", "realistic", "onesided", "onesided_realistic")
 DBSCAN, HOUGH, HOUGH_RAW, CEILING = "DBSCAN", "Hough", "Hough, no line refit", "ceiling (1 label/cell)"
-REFIT = " + line refit"  # a generator's clusters refined by clustering_baselines.refine_by_lines
+REFIT = " + line refit"  # a generator's clusters refined by clustering_refit.refine_by_lines
 RESERVED = (DBSCAN, HOUGH, HOUGH_RAW, CEILING)
 TARGETS = {  # column -> (label, metric, group, threshold; None: the ceiling's value minus 2 points)
     "clean": (("DM eff. >= 99.0 % (2 tracks)", "efficiency", "2", 0.99),

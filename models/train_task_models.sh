@@ -123,22 +123,22 @@ calorimeter_wall_more() {
         --init-model runs/r3/calorimeter_multi_my_generator.keras \
         --epochs 2 --steps-per-epoch 300 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine
 }
-# The shipped GAN (5 epochs, its learning rate down to 0 and validation still rising) trained 4
-# epochs more: a copy of its run folder resumed with --epochs 9 (the cosine restarts at 0.41e-3),
-# on the subsets it was trained on (the noisy one came later).
-clustering_more() {
-    [ -d "$R/clustering_more_my_generator" ] || cp -r "$R/clustering_my_generator" "$R/clustering_more_my_generator"
-    step clustering_more_my_generator $PY clustering_one.py --data $MG/clean $MG/onesided $MG/onesided_realistic $MG/realistic --max-events 160000 --z-channel --radius-channel \
-        --epochs 9 --steps-per-epoch 400 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine \
-        --counter models/top_my_generator.keras --displays 2
+# Runs trained further from a copy of an earlier run folder, resumed with more epochs on the files
+# it was trained on (the noisy subset came later).
+resume_copy() {  # resume_copy FROM NAME COMMAND...: copy runs/models/FROM to NAME (once), then step NAME
+    local from=$1 name=$2; shift 2
+    [ -d "$R/$name" ] || cp -r "$R/$from" "$R/$name"
+    step "$name" "$@"
 }
-# The no-GAN comparison (stream b, 2 epochs) trained to 5 epochs like the first GAN: a copy of its run
-# folder resumed with --epochs 5 on the same files (the cosine restarts at 0.65e-3).
+CLUSTERING=(clustering_one.py --data $MG/clean $MG/onesided $MG/onesided_realistic $MG/realistic --max-events 160000
+            --z-channel --radius-channel --steps-per-epoch 400 --batch-size 64 --learning-rate 1e-3
+            --lr-schedule cosine --counter models/top_my_generator.keras --displays 2)
+# The shipped GAN (5 epochs, its learning rate down to 0 and validation still rising) to 9 epochs
+# (the cosine restarts at 0.41e-3).
+clustering_more() { resume_copy clustering_my_generator clustering_more_my_generator $PY "${CLUSTERING[@]}" --epochs 9; }
+# The no-GAN comparison (stream b, 2 epochs) to 5 epochs like the first GAN (the cosine restarts at 0.65e-3).
 clustering_noadv_more() {
-    [ -d "$R/clustering_noadv5_my_generator" ] || cp -r "$R/clustering_noadv_my_generator" "$R/clustering_noadv5_my_generator"
-    step clustering_noadv5_my_generator $PY clustering_one.py --data $MG/clean $MG/onesided $MG/onesided_realistic $MG/realistic --max-events 160000 --z-channel --radius-channel \
-        --epochs 5 --steps-per-epoch 400 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine \
-        --counter models/top_my_generator.keras --displays 2 --no-adversarial
+    resume_copy clustering_noadv_my_generator clustering_noadv5_my_generator $PY "${CLUSTERING[@]}" --epochs 5 --no-adversarial
 }
 case ${STREAM:-} in
     g2) clustering_more ;;

@@ -205,7 +205,7 @@ def test_refining_keeps_every_hit_of_a_track_curved_by_a_magnetic_field(monkeypa
     """An arc of radius 15 cells (a low-energy electron in 25 G) bends 30 mm off its chord across
     the tracker, far beyond the straight-line tolerance: its line's tolerance widens with its own
     spread, and without that rule the refit would drop its hits."""
-    import clustering_baselines
+    import clustering_refit
     from clustering_baselines import REFINE_DEFAULTS, refine_by_lines
 
     radius_of_arc, centre_u, centre_c = 15.0, 4.5, 60.5 + 15.0  # the arc passes column 60 at mid-depth
@@ -226,5 +226,5 @@ def test_refining_keeps_every_hit_of_a_track_curved_by_a_magnetic_field(monkeypa
     batch = EventBatch(offsets_from_counts([n]), hits, np.array([0, 1]), {"track_split": np.array([n], np.int32)})
     out = refine_by_lines(batch, np.zeros(n, np.int16))
     assert np.all(out == 0), out
-    monkeypatch.setattr(clustering_baselines, "SPREAD_TOLERANCE", 0.0)  # the fixed tolerances alone
+    monkeypatch.setattr(clustering_refit, "SPREAD_TOLERANCE", 0.0)  # the fixed tolerances alone
     assert np.any(refine_by_lines(batch, np.zeros(n, np.int16)) == -1)
