@@ -276,6 +276,29 @@ def fit_lines(event, u, c, radius, z, with_z, n_events: int, cross_collinear: bo
             "posed_z": posed_z, "signed": signed}
 
 
+def mirror_lines(lines: dict, event, u, c, z, with_z, n_events: int) -> dict:
+    """The lines of :func:`fit_lines` reflected about the line through their own wires, z refitted.
+
+    Wires that all lie on one line (one layer, a column, a diagonal) fit a track and its mirror
+    image about that line equally well; a clusterer tells them apart by the hits beyond the
+    cluster that each one meets. Takes the same per-hit arrays as :func:`fit_lines` (cell units)
+    and returns a dict of the same keys, (n_events,) each, "signed" (n_hits,) from the new lines.
+    """
+    axis_u, axis_c, axis_du, axis_dc = _orthogonal_fit(event, u, c, n_events)
+
+    def reflect(vec_u, vec_c):  # about the axis direction: 2 (v . d) d - v
+        dot = vec_u * axis_du + vec_c * axis_dc
+        return 2.0 * dot * axis_du - vec_u, 2.0 * dot * axis_dc - vec_c
+
+    offset_u, offset_c = reflect(lines["mean_u"] - axis_u, lines["mean_c"] - axis_c)
+    mean_u, mean_c = axis_u + offset_u, axis_c + offset_c
+    dir_u, dir_c = reflect(lines["dir_u"], lines["dir_c"])
+    signed = (u - mean_u[event]) * -dir_c[event] + (c - mean_c[event]) * dir_u[event]
+    a_z, b_z, posed_z = _z_line(event, u + signed * dir_c[event], z, with_z, n_events)
+    return {"mean_u": mean_u, "mean_c": mean_c, "dir_u": dir_u, "dir_c": dir_c, "a_z": a_z, "b_z": b_z,
+            "posed_z": posed_z, "signed": signed}
+
+
 def hit_residuals(lines: dict, line, u, c, radius, z) -> tuple[np.ndarray, np.ndarray]:
     """How far hits lie from lines of :func:`fit_lines`, cell units: (top, z), arrays (n,).
 

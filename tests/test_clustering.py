@@ -228,3 +228,62 @@ def test_refining_keeps_every_hit_of_a_track_curved_by_a_magnetic_field(monkeypa
     assert np.all(out == 0), out
     monkeypatch.setattr(clustering_refit, "SPREAD_TOLERANCE", 0.0)  # the fixed tolerances alone
     assert np.any(refine_by_lines(batch, np.zeros(n, np.int16)) == -1)
+
+
+def _line_event(u0, c0, slope, columns, side=0, extra=()):
+    """One event whose hits are the cells that the top-view line u = u0 + slope (c - c0) crosses at
+    ``columns`` (cell units, each cell's drift radius its wire's distance from the line, z along the
+    line), plus ``extra`` (layer, column) cells on the same line's side with their own radii."""
+    layers, cols, radii = [], [], []
+    norm = np.hypot(1.0, slope)
+    for column in columns:
+        low, high = sorted((u0 + slope * (column - c0), u0 + slope * (column + 1 - c0)))
+        for layer in range(int(np.floor(low)), int(np.floor(high)) + 1):
+            if 0 <= layer < geo.N_LAYERS:
+                distance = abs(layer + 0.5 - (u0 + slope * (column + 0.5 - c0))) / norm
+                if distance < 0.5:
+                    layers.append(layer), cols.append(column), radii.append(distance * geo.CELL_PITCH)
+    for layer, column in extra:
+        distance = abs(layer + 0.5 - (u0 + slope * (column + 0.5 - c0))) / norm
+        layers.append(layer), cols.append(column), radii.append(distance * geo.CELL_PITCH)
+    n = len(layers)
+    hits = {"grid_side": np.full(n, side, np.int8), "grid_layer": np.array(layers, np.int8),
+            "grid_column": np.array(cols, np.int16),
+            "wirez": (100.0 + 5.0 * np.array(cols, np.float64)).astype(np.float32),
+            "radius": np.array(radii, np.float32)}
+    return EventBatch(offsets_from_counts([n]), hits, np.array([0, 1]), {"track_split": np.array([n], np.int32)})
+
+
+def test_refining_takes_the_mirror_image_that_meets_the_last_hits_of_a_track_along_a_layer(monkeypatch):
+    """A track leaving the foil at a grazing angle runs along layer 0, crosses its wire row and ends in
+    layer 1 at the X-wall; a line finder through the cells keeps only its layer-0 hits, whose drift
+    circles fit the track and its mirror image about the wire row alike. The refit keeps the image
+    that meets the layer-1 hits and gives them back; with the image the one-layer rule picks, they
+    stay noise."""
+    import datasets.line_fit as line_fit
+    from clustering_baselines import refine_by_lines
+
+    batch = _line_event(0.05, 80.0, 1.35 / 32, range(80, geo.N_COLUMNS))
+    layer = batch.hits["grid_layer"]
+    assert np.any(layer == 1) and np.any(layer == 0)
+    found = np.where(layer == 0, 0, -1).astype(np.int16)  # the layer-1 tail left as noise
+    assert np.all(refine_by_lines(batch, found) == 0)
+    monkeypatch.setattr(line_fit, "mirror_lines", lambda lines, *args: lines)  # no mirror image
+    assert np.all(refine_by_lines(batch, found)[layer == 1] == -1)
+
+
+def test_refining_leaves_a_hit_far_along_the_line_beyond_a_gap_as_noise(monkeypatch):
+    """A noise cell that a short track's line meets 20 columns beyond its last hit, with its z on
+    the z line: within both tolerances, it stays noise because no hit bridges the gap; hits of the
+    track that the finder left out, next to it, join."""
+    import clustering_refit
+    from clustering_baselines import refine_by_lines
+
+    batch = _line_event(0.0, 20.0, 0.25, range(20, 30), extra=[(7, 49)])
+    n = len(batch.hits["radius"])
+    truth = np.r_[np.zeros(n - 1, np.int16), -1]
+    given = np.zeros(n, np.int16)  # the far cell in the cluster, and the track's last hit left out
+    given[n - 2] = -1
+    assert np.array_equal(refine_by_lines(batch, given), truth)
+    monkeypatch.setattr(clustering_refit, "MAX_GAP", 1e9)  # no gap rule: the far cell joins
+    assert np.all(refine_by_lines(batch, given) == 0)

@@ -124,3 +124,23 @@ def test_grid_binning_maps_the_features_onto_the_cell_the_line_predicts():
     first_columns, first_rows = grid_binning(264)  # the bumps of the first 264 features: a softer reading
     assert first_columns.shape == (264, 22) and np.all(first_columns[8:133].sum(axis=1) == 1)
     assert np.mean(np.argmax(f[:, :264] @ first_columns, 1) == batch.calo_column) > 0.8
+
+
+def test_the_mirror_image_of_a_track_along_a_layer_fits_its_drift_circles_as_well_and_mirrors_back():
+    from datasets.line_fit import fit_lines, hit_residuals, mirror_lines
+
+    c = np.arange(40.5, 60.5)  # wires of layer 0, columns 40-59
+    u = np.full(len(c), 0.5)
+    slope = 0.8 / 20  # crosses the wire row half way
+    distance = np.abs(0.5 - (0.1 + slope * (c - 40.0))) / np.hypot(1.0, slope)
+    event, z, with_z = np.zeros(len(c), np.int64), c * 0.1, np.ones(len(c), bool)
+    lines = fit_lines(event, u, c, distance, z, with_z, 1)
+    mirror = mirror_lines(lines, event, u, c, z, with_z, 1)
+    slope_of = lambda line: line["dir_u"] / line["dir_c"]  # noqa: E731  (du / dc)
+    np.testing.assert_allclose(slope_of(lines), slope, rtol=1e-6)  # the track itself
+    np.testing.assert_allclose(slope_of(mirror), -slope, rtol=1e-6)  # its image about the wire row
+    np.testing.assert_allclose(hit_residuals(mirror, event, u, c, distance, z)[0],
+                               hit_residuals(lines, event, u, c, distance, z)[0], atol=1e-9)
+    back = mirror_lines(mirror, event, u, c, z, with_z, 1)
+    for name in ("mean_u", "mean_c", "dir_u", "dir_c"):
+        np.testing.assert_allclose(back[name], lines[name], atol=1e-9)
