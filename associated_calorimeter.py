@@ -16,6 +16,7 @@ same --out to resume). --compare RUN_A RUN_B only plots two multi-label runs by 
     python associated_calorimeter.py --mode single ... --init-model models/calorimeter_single_my_generator.keras  # further
     python associated_calorimeter.py --mode multi --loss sigmoid --out runs/calo_sigmoid
     python associated_calorimeter.py --mode multi --views wall --filters 24 24 --out runs/calo_wall
+    python associated_calorimeter.py --mode multi --views wall --line-prior --init-model models/calorimeter_multi_my_generator.keras
     python associated_calorimeter.py --compare runs/calo_softmax runs/calo_sigmoid --out runs/calo_compare
 """
 
@@ -58,6 +59,10 @@ def build_parser():
                       help="single, with --line-input and --head factorised: the line input also enters the "
                            "row and column logits through one linear layer each, which starts from the grid "
                            "binning of the line's wall position (the cell the line alone predicts)")
+    task.add_argument("--line-prior", action="store_true",
+                      help="multi, with --views wall: the model also reads the cells where the event's Hough "
+                           "lines meet the wall (calorimeter_prior.py; no truth), each candidate's logit raised "
+                           "by a learned weight")
     task.add_argument("--head", choices=("full", "factorised"), default="full",
                       help="single: the cell softmax from one dense layer, or from a row term plus a column "
                            "term plus a cell term (default %(default)s)")
@@ -87,6 +92,8 @@ def main(argv=None) -> int:
         parser.error("--line-skip needs --line-input and --head factorised")
     if args.line_input and args.mode != "single":
         parser.error("--line-input needs --mode single")
+    if args.line_prior and args.views != ["wall"]:
+        parser.error("--line-prior needs --mode multi --views wall")
     if min(args.filters) < 1 or args.squeeze < 1 or args.units < 1:
         parser.error(f"--filters, --squeeze and --units must be positive, got {args.filters}, {args.squeeze}, "
                      f"{args.units}")
@@ -119,7 +126,8 @@ def main(argv=None) -> int:
                                        **size)
         elif args.views == ["wall"]:
             model = cli.build_in_scope(run, calorimeter.build_wall, filters=args.filters[0], squeeze=args.squeeze,
-                                       output=args.loss, max_tracks=None if args.no_count_head else args.max_tracks)
+                                       output=args.loss, max_tracks=None if args.no_count_head else args.max_tracks,
+                                       prior=args.line_prior)
         else:
             model = cli.build_in_scope(run, calorimeter.build_multi, tuple(args.views), channels=channels, **size,
                                        output=args.loss, max_tracks=None if args.no_count_head else args.max_tracks)

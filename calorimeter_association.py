@@ -41,7 +41,11 @@ def load(run: cli.Run):
                              line_input=args.line_input, **options)
     else:
         from datasets import associated_calohit_multilabel as loader
-        splits = loader.load(data, target=args.loss, max_tracks=args.max_tracks, count_target=True, **options)
+        prior = None
+        if getattr(args, "line_prior", False):
+            from calorimeter_prior import line_prior_cells as prior
+        splits = loader.load(data, target=args.loss, max_tracks=args.max_tracks, count_target=True, prior=prior,
+                             **options)
     run.record(data={"source": data if isinstance(data, (str, list)) else str(data), "n_train": splits.n_train,
                      "n_validation": splits.n_validation, "n_test": splits.n_test, "shard": list(run.shard),
                      "info": {key: value for key, value in splits.info.items() if key != "class_names"}})
@@ -55,7 +59,8 @@ def load(run: cli.Run):
 def init_weights(run: cli.Run, model, path: str) -> None:
     """Copy the weights of the trained calorimeter model in ``path`` into ``model`` (``--init-model``).
 
-    The file must take the same inputs (names and shapes: views, channels, the line). Weights go
+    The file must take the same inputs (names and shapes: views, channels, the line), or a part of
+    them (a model trained without --line-prior, for one that reads the candidates). Weights go
     layer by layer, by name: a layer of both must hold arrays of the same shapes; a layer the file
     lacks (the --line-skip layers added to a model trained without them) keeps its start and is
     named in the log; a file layer this model lacks is an error. ValueError naming the flag and the
@@ -68,7 +73,7 @@ def init_weights(run: cli.Run, model, path: str) -> None:
     def inputs(m):
         return sorted((t.name.split(":")[0], tuple(t.shape[1:])) for t in m.inputs)
 
-    if inputs(trained) != inputs(model):
+    if not set(inputs(trained)) <= set(inputs(model)) or not inputs(trained):
         raise ValueError(f"--init-model {path} takes inputs {inputs(trained)}; this run's model takes "
                          f"{inputs(model)} (check --views, --radius-channel, --z-channel, --line-input)")
     theirs = {layer.name: layer for layer in trained.layers if layer.weights}

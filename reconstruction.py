@@ -89,6 +89,7 @@ class CaloModel:
     forward: object = None
     z_channel: bool = False
     line_input: bool | int = False  # or the number of line features the model reads
+    prior: bool = False  # a multi-label model that reads the Hough lines' candidate cells (calorimeter_prior)
 
     def predict(self, events: EventBatch, make_inputs, batch_size: int) -> np.ndarray:
         """The cell scores of ``events``, ``batch_size`` events at a time (memory bounded by the batch).
@@ -110,7 +111,7 @@ def load_calorimeter(path, mode: str, *, flag: str) -> CaloModel:
     Raises ValueError naming ``flag`` and ``path`` when the file does not hold such a model.
     """
     import clustering_inference as inference
-    from architectures.calorimeter import input_channels, input_views
+    from architectures.calorimeter import input_channels, input_views, reads_prior
     from snemo import cli
 
     model = cli.load_keras_model(path, flag=flag)
@@ -129,7 +130,7 @@ def load_calorimeter(path, mode: str, *, flag: str) -> CaloModel:
     except ValueError as error:
         raise ValueError(f"{flag} {path}: {error}") from None
     return CaloModel(model, mode, names, channels["radius_channel"], inference.forward_function(model),
-                     channels["z_channel"], channels["line_input"])
+                     channels["z_channel"], channels["line_input"], reads_prior(model))
 
 
 @dataclass
@@ -191,13 +192,18 @@ def clustered_cells(calo: CaloModel, batch: EventBatch, labels, *, batch_size: i
 def multilabel_cells(calo: CaloModel, batch: EventBatch, n_tracks, *, batch_size: int = 1024) -> Cells:
     """The multi-label model's top ``n_tracks[i]`` cells of every (unclustered) event, by decreasing score.
 
+    A model that reads candidate cells gets those of :func:`calorimeter_prior.line_prior_cells`.
+
     ``n_tracks`` (n,) int: cells to decode per event (the counter's prediction, 0 for an event
     without hits); ``calo_cluster`` is -1.
     """
     from datasets import associated_calohit_multilabel as multi
 
+    prior = None
+    if calo.prior:
+        from calorimeter_prior import line_prior_cells as prior
     k = np.minimum(np.asarray(n_tracks, dtype=np.int64), geo.N_SIDES * geo.CALO_GRID_CELLS)
-    scores = calo.predict(batch, lambda part: multi.model_inputs(part, calo.views, calo.radius_channel),
+    scores = calo.predict(batch, lambda part: multi.model_inputs(part, calo.views, calo.radius_channel, prior),
                           batch_size)  # (n, 660)
     cells, cell_scores = decode_top_k(scores, k)  # (n, max k), padded with -1 / NaN
     chosen = cells >= 0

@@ -35,6 +35,8 @@ VIEWS = ("top", "side", "front")
 LINE_INPUT = "line"  # name of the line-fit input
 LINE_FEATURES = 301  # datasets.line_fit.N_FEATURES (models of the first kind read the first 264)
 WALL_INPUT = "wall"  # name of the wall-view input of build_wall (datasets.wall_view)
+PRIOR_INPUT = "wall_prior"  # build_wall(prior=True): the (B, 660) candidate cells (datasets.associated_calohit_multilabel)
+PRIOR_WEIGHT = 3.0  # start of the learned weight of a candidate cell in its logit
 VIEW_SHAPES = {"top": geo.TOP_SHAPE, "side": geo.SIDE_SHAPE, "front": geo.FRONT_SHAPE}
 # Per view: max-pooling after each block, as (rows, columns); for the top view of one folded
 # track the 9 layers are the rows, for the front view the 30 z bins are the rows.
@@ -84,7 +86,8 @@ def _inputs(views, channels: int, z_channel: bool = False):
 def input_views(model) -> tuple[str, ...]:
     """The views a calorimeter model reads, from its input names (the line input left out): views
     among "top", "side", "front" in that order, or ("wall",). Raises ValueError naming the inputs otherwise."""
-    names = tuple(tensor.name.split(":")[0] for tensor in model.inputs if tensor.name.split(":")[0] != LINE_INPUT)
+    names = tuple(tensor.name.split(":")[0] for tensor in model.inputs
+                  if tensor.name.split(":")[0] not in (LINE_INPUT, PRIOR_INPUT))
     if names == (WALL_INPUT,):
         return names
     views = tuple(view for view in VIEWS if view in names)
@@ -92,6 +95,11 @@ def input_views(model) -> tuple[str, ...]:
         raise ValueError(f"not a calorimeter model: its inputs are {list(names)}, expected views among "
                          f"{', '.join(VIEWS)} or the wall view alone")
     return views
+
+
+def reads_prior(model) -> bool:
+    """True when the model reads the candidate cells (:func:`build_wall` with ``prior``)."""
+    return PRIOR_INPUT in {tensor.name.split(":")[0] for tensor in model.inputs}
 
 
 def input_channels(model) -> dict:
@@ -106,6 +114,7 @@ def input_channels(model) -> dict:
     z_channel = name.startswith("calorimeter_single") and "z" in name.split("_")
     shapes = {tensor.name.split(":")[0]: int(tensor.shape[-1]) for tensor in model.inputs}
     line_input = shapes.pop(LINE_INPUT, None) or False
+    shapes.pop(PRIOR_INPUT, None)
     if set(shapes) == {WALL_INPUT}:  # the wall view carries z and the radius itself
         return {"radius_channel": True, "z_channel": False, "line_input": False}
     for radius_channel in (False, True):
@@ -238,7 +247,7 @@ def build_multi(views=VIEWS, *, channels: int = 1, output: str = "softmax", max_
 
 
 def build_wall(*, filters: int = 24, blocks: int = 3, squeeze: int = 16, output: str = "softmax",
-               max_tracks: int | None = None, dropout: float = 0.1):
+               max_tracks: int | None = None, dropout: float = 0.1, prior: bool = False):
     """Multi-label model on the wall view: an event's (B, 2, 30, 113, 27) ``wall`` input -> (B, 660) ``cells``.
 
     Each side's (z bin, column) image, layers as channels (:mod:`datasets.wall_view`), goes through
@@ -249,7 +258,10 @@ def build_wall(*, filters: int = 24, blocks: int = 3, squeeze: int = 16, output:
     linear maps, 57 columns -> 22 grid columns and 15 z pixels -> 15 grid rows, and a 1x1
     combination to one logit per cell: a track's cell is read where its hits lie, so tracks far
     apart do not mix. Index ``side * 330 + row * 22 + column``; ``output`` and ``max_tracks`` as
-    :func:`build_multi` (the count head reads the maps' global mean and maximum). Returns the
+    :func:`build_multi` (the count head reads the maps' global mean and maximum). With ``prior``, a
+    second input ``wall_prior`` (B, 660), 1.0 at each candidate cell (where the event's Hough lines
+    meet the wall, ``calorimeter_prior``), adds a learned weight (:data:`PRIOR_WEIGHT` at the start)
+    to those cells' logits: untrained, the model ranks the candidates first. Returns the
     uncompiled model, named ``calorimeter_wall_<output>``.
     """
     import keras
@@ -282,6 +294,13 @@ def build_wall(*, filters: int = 24, blocks: int = 3, squeeze: int = 16, output:
     x = layers.Permute((1, 4, 2, 3), name="grid")(x)  # (B, 2, 15, 22, S)
     x = layers.Dense(1, name="cell_logit")(x)  # (B, 2, 15, 22, 1)
     logits = layers.Flatten(name="cell_logits")(x)  # (B, 660)
+    if prior:
+        candidates = keras.Input(shape=(geo.N_SIDES * geo.CALO_GRID_CELLS,), name=PRIOR_INPUT)  # (B, 660)
+        weighted = layers.Reshape((-1, 1), name="prior_cells")(candidates)  # (B, 660, 1)
+        weighted = layers.Dense(1, use_bias=False, kernel_initializer=keras.initializers.Constant(PRIOR_WEIGHT),
+                                name="prior_weight")(weighted)
+        logits = layers.Add(name="logits_with_prior")([logits, layers.Flatten(name="prior_logits")(weighted)])
+        inputs = {WALL_INPUT: inputs, PRIOR_INPUT: candidates}
     cells = layers.Activation(output, name="cells")(logits)
     if max_tracks is None:
         return keras.Model(inputs, cells, name=f"calorimeter_wall_{output}")

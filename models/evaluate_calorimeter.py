@@ -170,8 +170,13 @@ def multi_scores(model, batch, *, batch_size: int = 512) -> dict:
     from datasets.associated_calohit_multilabel import cell_counts, model_inputs
     from snemo import metrics as snm
 
+    from architectures.calorimeter import reads_prior
+
+    prior = None
+    if reads_prior(model):
+        from calorimeter_prior import line_prior_cells as prior
     views, channels = input_spec(model)
-    outputs = predict(model, batch, lambda part: model_inputs(part, views, channels["radius_channel"]),
+    outputs = predict(model, batch, lambda part: model_inputs(part, views, channels["radius_channel"], prior),
                       batch_size=batch_size)
     scores = outputs["cells"] if isinstance(outputs, dict) else outputs
     counts, n_tracks = cell_counts(batch), batch.n_tracks.astype(np.int64)

@@ -15,6 +15,7 @@
 # STREAM=w: the multi-label model on the wall view (shipped by hand if its held-out scores are worth it).
 # STREAM=g2: the shipped GAN trained further (a copy of its run folder resumed to 9 epochs).
 # STREAM=g3: the 9-epoch GAN (g2) further, to 16 epochs.
+# STREAM=p: the multi-label wall model with the Hough lines' candidate cells (--line-prior).
 # STREAM=n5: the no-GAN comparison generator trained to 5 epochs (a copy of its run folder resumed).
 # STREAM=w2: the shipped wall-view multi-label model trained further (2 epochs, --init-model).
 # A rerun resumes each run folder (runs/models/<name>/). A model is copied to models/<name>.keras by
@@ -124,6 +125,15 @@ calorimeter_wall_more() {
         --init-model runs/r3/calorimeter_multi_my_generator.keras \
         --epochs 2 --steps-per-epoch 300 --batch-size 64 --learning-rate 1e-3 --lr-schedule cosine
 }
+# The multi-label wall model reading the Hough lines' candidate cells (--line-prior, calorimeter_prior.py):
+# the shipped wall model (w2) as its start (the new input's weight starts at 3), 60,000 events (the Hough
+# finder runs once per event as they are loaded).
+calorimeter_wall_prior() {
+    step calorimeter_wall_prior_my_generator $PY associated_calorimeter.py --mode multi --views wall --loss softmax \
+        --k predicted --line-prior --data $MG --max-events 60000 --filters 24 24 --squeeze 16 \
+        --init-model models/calorimeter_multi_my_generator.keras \
+        --epochs 2 --steps-per-epoch 300 --batch-size 64 --learning-rate 5e-4 --lr-schedule cosine
+}
 # Runs trained further from a copy of an earlier run folder, resumed with more epochs on the files
 # it was trained on (the noisy subset came later).
 resume_copy() {  # resume_copy FROM NAME COMMAND...: copy runs/models/FROM to NAME (once), then step NAME
@@ -147,6 +157,7 @@ clustering_noadv_more() {
 case ${STREAM:-} in
     g2) clustering_more ;;
     g3) clustering_more16 ;;
+    p) calorimeter_wall_prior ;;
     n5) clustering_noadv_more ;;
     c) calorimeter_single_z ;;
     w2) calorimeter_wall_more ;;
