@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "if present; none: skip it; line: the straight-line fit alone, no model)")
     calorimeter.add_argument("--multi", default=None, metavar="MODEL",
                              help="multi-label model (default models/calorimeter_multi_my_generator.keras if "
-                                  "present; none: skip it)")
+                                  "present; none: skip it; lines: the cells of the event's Hough lines alone, no "
+                                  "model)")
     calorimeter.add_argument("--clusterer", default=None, metavar="MODEL|hough|dbscan",
                              help="clusterer in front of the single-label model (default "
                                   "models/clustering_my_generator.keras if present, else hough); none: truth only")

@@ -77,6 +77,8 @@ def predict(model, batch, make_inputs, *, batch_size: int = 512):
 
 LINE_ALONE = "line"  # --single line: the straight-line fit alone, read through the toys' grid convention
 LINE_FIT_LABEL = "line fit alone"
+LINES_ALONE = "lines"  # --multi lines: the cells of the event's Hough lines alone (calorimeter_prior), no model
+LINES_LABEL = "Hough lines' cells alone"
 
 
 def single_cells(model, tracks, *, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -166,20 +168,26 @@ def single_clustered(model, batch, labels, *, batch_size: int = 512) -> dict:
 
 
 def multi_scores(model, batch, *, batch_size: int = 512) -> dict:
-    """Multi-label metrics of ``model`` on ``batch``: {"k_true", "k_predicted" and "count" (a count head)}."""
-    from datasets.associated_calohit_multilabel import cell_counts, model_inputs
+    """Multi-label metrics of ``model`` on ``batch``: {"k_true", "k_predicted" and "count" (a count head)}.
+
+    ``model``: a multi-label model, or :data:`LINES_ALONE` for the cells of the event's Hough lines
+    (:func:`calorimeter_prior.line_prior_cells`) ranked first, the rest in a fixed random order (k true only).
+    """
+    from architectures.calorimeter import reads_prior
+    from calorimeter_prior import line_prior_cells
+    from datasets.associated_calohit_multilabel import cell_counts, model_inputs, prior_images
     from snemo import metrics as snm
 
-    from architectures.calorimeter import reads_prior
-
-    prior = None
-    if reads_prior(model):
-        from calorimeter_prior import line_prior_cells as prior
+    counts, n_tracks = cell_counts(batch), batch.n_tracks.astype(np.int64)
+    if isinstance(model, str) and model == LINES_ALONE:  # candidates first, the other cells in a fixed random order
+        scores = prior_images(line_prior_cells(batch), batch.hit_offsets)
+        scores += 1e-3 * np.random.default_rng(0).random(scores.shape, dtype=np.float32)
+        return {"k_true": snm.multi_label_metrics(scores, counts, n_tracks=n_tracks)}
+    prior = line_prior_cells if reads_prior(model) else None
     views, channels = input_spec(model)
     outputs = predict(model, batch, lambda part: model_inputs(part, views, channels["radius_channel"], prior),
                       batch_size=batch_size)
     scores = outputs["cells"] if isinstance(outputs, dict) else outputs
-    counts, n_tracks = cell_counts(batch), batch.n_tracks.astype(np.int64)
     result = {"k_true": snm.multi_label_metrics(scores, counts, n_tracks=n_tracks)}
     if isinstance(outputs, dict):
         predicted = outputs["count"].argmax(axis=1) + 1
@@ -201,7 +209,7 @@ def evaluate(data, out_dir, *, single=None, multi=None, clusterer=None, counter_
     from snemo.modelfile import check_keras_file, load_keras_model
 
     for path, flag in ((single, "--single"), (multi, "--multi")):
-        if path is not None and not (flag == "--single" and path == LINE_ALONE):
+        if path is not None and path not in ((LINE_ALONE,) if flag == "--single" else (LINES_ALONE,)):
             check_keras_file(path, flag=flag)
     clusterer = clusterer if single is not None else None  # the clustered path is the single-label model's
     if clusterer is not None:
@@ -211,8 +219,8 @@ def evaluate(data, out_dir, *, single=None, multi=None, clusterer=None, counter_
     batches = {column: read_column(data, column, per_count) for column in columns}
     models = {}
     for path, flag in ((single, "--single"), (multi, "--multi")):
-        if flag == "--single" and path == LINE_ALONE:
-            models[flag] = LINE_ALONE
+        if (flag, path) in (("--single", LINE_ALONE), ("--multi", LINES_ALONE)):
+            models[flag] = path
         elif path is not None:
             models[flag] = load_keras_model(path, flag=flag)
             input_spec(models[flag])
@@ -236,8 +244,9 @@ def evaluate(data, out_dir, *, single=None, multi=None, clusterer=None, counter_
             entry = updates["single"].setdefault(label, {"model": where, "columns": {}})
             entry["columns"][column] = result
         if multi is not None:
-            entry = updates["multi"].setdefault(model_label(multi), {"model": str(Path(multi).resolve()),
-                                                                     "columns": {}})
+            label, where = ((LINES_LABEL, "calorimeter_prior.line_prior_cells (no model)") if multi == LINES_ALONE
+                            else (model_label(multi), str(Path(multi).resolve())))
+            entry = updates["multi"].setdefault(label, {"model": where, "columns": {}})
             entry["columns"][column] = multi_scores(models["--multi"], batch, batch_size=batch_size)
         updates["columns"][column] = {"data": str(Path(data) / "my_generator" / column), "n_events": len(batch),
                                       "events_per_count": per_count}

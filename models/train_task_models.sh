@@ -128,11 +128,13 @@ calorimeter_wall_more() {
 # The multi-label wall model reading the Hough lines' candidate cells (--line-prior, calorimeter_prior.py):
 # the shipped wall model (w2) as its start (the new input's weight starts at 3), 60,000 events (the Hough
 # finder runs once per event as they are loaded).
+# First run (prior weight starting at 3, 2 epochs): the trunk's logits outvoted the candidates (held-out
+# exact sets below the candidates alone); the second starts the weight at 10 (PRIOR_WEIGHT), 1 epoch.
 calorimeter_wall_prior() {
-    step calorimeter_wall_prior_my_generator $PY associated_calorimeter.py --mode multi --views wall --loss softmax \
+    step calorimeter_wall_prior10_my_generator $PY associated_calorimeter.py --mode multi --views wall --loss softmax \
         --k predicted --line-prior --data $MG --max-events 60000 --filters 24 24 --squeeze 16 \
         --init-model models/calorimeter_multi_my_generator.keras \
-        --epochs 2 --steps-per-epoch 300 --batch-size 64 --learning-rate 5e-4 --lr-schedule cosine
+        --epochs 1 --steps-per-epoch 300 --batch-size 64 --learning-rate 5e-4 --lr-schedule cosine
 }
 # Runs trained further from a copy of an earlier run folder, resumed with more epochs on the files
 # it was trained on (the noisy subset came later).

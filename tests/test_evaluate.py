@@ -174,6 +174,21 @@ def test_calorimeter_scores_the_line_fit_alone(heldout, tmp_path):
     assert line["columns"]["clean"]["truth_clusters"]["cell_accuracy"] > 0.95
 
 
+def test_calorimeter_scores_the_hough_lines_cells_alone(heldout, tmp_path):
+    """--multi lines: no model, the cells where the event's Hough lines meet the wall ranked first; on
+    clean toy events they are the tracks' cells for most events."""
+    import evaluate
+
+    out = tmp_path / "json"
+    out.mkdir()
+    assert evaluate.main(["calorimeter", "--data", str(heldout), "--out", str(out), "--single", "none",
+                          "--multi", "lines", "--clusterer", "none", "--columns", "clean"]) == 0
+    lines = json.loads((out / "calorimeter.json").read_text())["multi"]["Hough lines' cells alone"]
+    assert lines["model"] == "calorimeter_prior.line_prior_cells (no model)"
+    clean = lines["columns"]["clean"]
+    assert "k_predicted" not in clean and clean["k_true"]["exact_set_match"] > 0.85
+
+
 def test_heldout_scores_a_model_outside_models_and_keeps_other_entries(heldout, tmp_path, capsys):
     import evaluate
 

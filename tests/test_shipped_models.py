@@ -140,7 +140,10 @@ def test_shipped_multi_label_calorimeter_model_finds_the_cells_of_fresh_events()
     calo = reconstruction.load_calorimeter(MODELS / "calorimeter_multi_my_generator.keras", "multi",
                                            flag="--calo-multi")
     assert calo.views == ("wall",)
-    scores = calo.predict(batch, lambda part: model_inputs(part, calo.views), 128)  # (300, 660)
+    prior = None
+    if calo.prior:  # the model reads the cells of the event's Hough lines
+        from calorimeter_prior import line_prior_cells as prior
+    scores = calo.predict(batch, lambda part: model_inputs(part, calo.views, prior=prior), 128)  # (300, 660)
     assert scores.shape == (300, 660) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4)
     result = snm.multi_label_metrics(scores, cell_counts(batch), n_tracks=batch.n_tracks.astype(np.int64))
     assert result["exact_set_match"] >= 0.40 and result["column_top_k"] >= 0.80, result
