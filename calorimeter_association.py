@@ -40,12 +40,10 @@ def load(run: cli.Run):
         splits = loader.load(data, fold=True, event_tracks=True, z_channel=args.z_channel,
                              line_input=args.line_input, **options)
     else:
+        from calorimeter_prior import candidates_for
         from datasets import associated_calohit_multilabel as loader
-        prior = None
-        if getattr(args, "line_prior", False):
-            from calorimeter_prior import line_prior_cells as prior
-        splits = loader.load(data, target=args.loss, max_tracks=args.max_tracks, count_target=True, prior=prior,
-                             **options)
+        splits = loader.load(data, target=args.loss, max_tracks=args.max_tracks, count_target=True,
+                             prior=candidates_for(args.line_prior), **options)
     run.record(data={"source": data if isinstance(data, (str, list)) else str(data), "n_train": splits.n_train,
                      "n_validation": splits.n_validation, "n_test": splits.n_test, "shard": list(run.shard),
                      "info": {key: value for key, value in splits.info.items() if key != "class_names"}})
@@ -73,7 +71,7 @@ def init_weights(run: cli.Run, model, path: str) -> None:
     def inputs(m):
         return sorted((t.name.split(":")[0], tuple(t.shape[1:])) for t in m.inputs)
 
-    if not set(inputs(trained)) <= set(inputs(model)) or not inputs(trained):
+    if not set(inputs(trained)) <= set(inputs(model)):
         raise ValueError(f"--init-model {path} takes inputs {inputs(trained)}; this run's model takes "
                          f"{inputs(model)} (check --views, --radius-channel, --z-channel, --line-input)")
     theirs = {layer.name: layer for layer in trained.layers if layer.weights}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from snemo import geometry as geo
-from snemo.events import EventBatch, offsets_from_counts
+from snemo.events import EventBatch
 
 
 def line_prior_cells(batch: EventBatch, labels=None) -> np.ndarray:
@@ -30,7 +30,7 @@ def line_prior_cells(batch: EventBatch, labels=None) -> np.ndarray:
     from clustering_hough import hough_cluster
     from clustering_training import by_label
     from datasets.associated_calohit_singlelabel import track_side
-    from datasets.line_fit import grid_binning, line_features
+    from datasets.line_fit import line_cells
     from datasets.tracks import tracks_as_events
 
     n_hits = int(batch.hit_offsets[-1] - batch.hit_offsets[0])
@@ -41,14 +41,15 @@ def line_prior_cells(batch: EventBatch, labels=None) -> np.ndarray:
     if not np.any(labels >= 0):
         return out
     clusters = tracks_as_events(by_label(batch, labels))  # one event per cluster, (event, label) order
-    features = line_features(clusters)
-    columns, rows = grid_binning()
-    cell = (track_side(clusters).astype(np.int64) * geo.CALO_GRID_CELLS
-            + geo.calo_grid_index(np.argmax(features @ columns, axis=1), np.argmax(features @ rows, axis=1)))
+    cell = track_side(clusters).astype(np.int64) * geo.CALO_GRID_CELLS + geo.calo_grid_index(*line_cells(clusters))
     event = batch.hit_event_index()
-    per_event = np.zeros(len(batch), np.int64)
-    np.maximum.at(per_event, event, labels + 1)
-    first = offsets_from_counts(per_event)[:-1]
+    _, first = clustering.cluster_offsets(event, labels, len(batch))
     on = labels >= 0
     out[on] = cell[first[event[on]] + labels[on]]
     return out
+
+
+def candidates_for(model_reads_them: bool):
+    """:func:`line_prior_cells` for a model that reads the candidates, else None: the ``prior``
+    argument of :func:`datasets.associated_calohit_multilabel.model_inputs` and ``load``."""
+    return line_prior_cells if model_reads_them else None

@@ -186,6 +186,15 @@ def cluster_events(batch: EventBatch, extract: Callable, n_tracks=None, *, thres
 # ------------------------------------------------------------------------------------------------
 # Label bookkeeping
 # ------------------------------------------------------------------------------------------------
+def cluster_offsets(event: np.ndarray, labels: np.ndarray, n_events: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters of canonical ``labels`` (n_hits,) (0..k-1 per event, -1 noise; ``event`` each hit's
+    event): (per_event, first), int64 (n_events,) each: how many clusters each event has, and the flat
+    index of its first cluster (cluster ``label`` of event ``e`` is ``first[e] + label``)."""
+    per_event = np.zeros(n_events, np.int64)
+    np.maximum.at(per_event, event, np.asarray(labels, dtype=np.int64) + 1)
+    return per_event, offsets_from_counts(per_event)[:-1]
+
+
 def canonical_labels(batch: EventBatch, labels) -> np.ndarray:
     """``labels`` (n_hits,) with each event's clusters renumbered 0..k-1 in canonical order, int16.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clustering import _one_listing_per_cell, _z_or_nan, canonical_labels
+from clustering import _one_listing_per_cell, _z_or_nan, canonical_labels, cluster_offsets
 from snemo import geometry as geo
 from snemo.events import EventBatch, offsets_from_counts
 
@@ -77,9 +77,7 @@ def refine_by_lines(batch: EventBatch, labels, *, top_tolerance: float = REFINE_
     cell = geo.cell_id(side, batch.hits["grid_layer"].astype(np.int64), batch.hits["grid_column"].astype(np.int64))
     z_mm = _z_or_nan(batch)
     for _ in range(rounds):
-        per_event = np.zeros(len(batch), np.int64)
-        np.maximum.at(per_event, event, labels + 1)  # clusters 0..k-1 of each event
-        first = offsets_from_counts(per_event)[:-1]
+        per_event, first = cluster_offsets(event, labels, len(batch))
         n_lines = int(per_event.sum())
         if n_lines == 0:  # no cluster anywhere: every hit stays noise
             break

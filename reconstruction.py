@@ -197,11 +197,10 @@ def multilabel_cells(calo: CaloModel, batch: EventBatch, n_tracks, *, batch_size
     ``n_tracks`` (n,) int: cells to decode per event (the counter's prediction, 0 for an event
     without hits); ``calo_cluster`` is -1.
     """
+    from calorimeter_prior import candidates_for
     from datasets import associated_calohit_multilabel as multi
 
-    prior = None
-    if calo.prior:
-        from calorimeter_prior import line_prior_cells as prior
+    prior = candidates_for(calo.prior)
     k = np.minimum(np.asarray(n_tracks, dtype=np.int64), geo.N_SIDES * geo.CALO_GRID_CELLS)
     scores = calo.predict(batch, lambda part: multi.model_inputs(part, calo.views, calo.radius_channel, prior),
                           batch_size)  # (n, 660)

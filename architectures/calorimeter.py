@@ -29,13 +29,13 @@ track reaches the wall, which the views show only binned. Functional Keras 3, no
 
 from __future__ import annotations
 
+from datasets.associated_calohit_multilabel import PRIOR_INPUT  # build_wall(prior=True): the (B, 660) candidate cells
 from snemo import geometry as geo
 
 VIEWS = ("top", "side", "front")
 LINE_INPUT = "line"  # name of the line-fit input
 LINE_FEATURES = 301  # datasets.line_fit.N_FEATURES (models of the first kind read the first 264)
 WALL_INPUT = "wall"  # name of the wall-view input of build_wall (datasets.wall_view)
-PRIOR_INPUT = "wall_prior"  # build_wall(prior=True): the (B, 660) candidate cells (datasets.associated_calohit_multilabel)
 PRIOR_WEIGHT = 10.0  # start of the learned weight of a candidate cell in its logit (3 let the trunk outvote its own prior)
 VIEW_SHAPES = {"top": geo.TOP_SHAPE, "side": geo.SIDE_SHAPE, "front": geo.FRONT_SHAPE}
 # Per view: max-pooling after each block, as (rows, columns); for the top view of one folded

@@ -276,6 +276,14 @@ def fit_lines(event, u, c, radius, z, with_z, n_events: int, cross_collinear: bo
             "posed_z": posed_z, "signed": signed}
 
 
+def line_cells(batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
+    """The grid (column, row) where each event's fitted line meets the wall (the toys' grid
+    convention, the one-hot cell of :func:`line_features`): int64 (n,) each."""
+    features = line_features(batch)
+    columns, rows = grid_binning()
+    return np.argmax(features @ columns, axis=1), np.argmax(features @ rows, axis=1)
+
+
 def mirror_lines(lines: dict, event, u, c, z, with_z, n_events: int) -> dict:
     """The lines of :func:`fit_lines` reflected about the line through their own wires, z refitted.
 

@@ -91,12 +91,10 @@ def single_cells(model, tracks, *, batch_size: int = 512) -> tuple[np.ndarray, n
     from snemo import geometry as geo
 
     if isinstance(model, str) and model == LINE_ALONE:
-        from datasets.line_fit import grid_binning, line_features
+        from datasets.line_fit import line_cells
 
-        features = line_features(tracks)
-        columns, rows = grid_binning()
-        return (track_side(tracks).astype(np.int64), np.argmax(features @ columns, axis=1).astype(np.int64),
-                np.argmax(features @ rows, axis=1).astype(np.int64))
+        column, row = line_cells(tracks)
+        return track_side(tracks).astype(np.int64), column.astype(np.int64), row.astype(np.int64)
     views, channels = input_spec(model)
     scores = predict(model, tracks, lambda part: model_inputs(part, views, **channels), batch_size=batch_size)
     row, column = np.divmod(np.argmax(scores, axis=1), geo.CALO_GRID_COLUMNS)
@@ -174,7 +172,7 @@ def multi_scores(model, batch, *, batch_size: int = 512) -> dict:
     (:func:`calorimeter_prior.line_prior_cells`) ranked first, the rest in a fixed random order (k true only).
     """
     from architectures.calorimeter import reads_prior
-    from calorimeter_prior import line_prior_cells
+    from calorimeter_prior import candidates_for, line_prior_cells
     from datasets.associated_calohit_multilabel import cell_counts, model_inputs, prior_images
     from snemo import metrics as snm
 
@@ -183,7 +181,7 @@ def multi_scores(model, batch, *, batch_size: int = 512) -> dict:
         scores = prior_images(line_prior_cells(batch), batch.hit_offsets)
         scores += 1e-3 * np.random.default_rng(0).random(scores.shape, dtype=np.float32)
         return {"k_true": snm.multi_label_metrics(scores, counts, n_tracks=n_tracks)}
-    prior = line_prior_cells if reads_prior(model) else None
+    prior = candidates_for(reads_prior(model))
     views, channels = input_spec(model)
     outputs = predict(model, batch, lambda part: model_inputs(part, views, channels["radius_channel"], prior),
                       batch_size=batch_size)

@@ -133,6 +133,7 @@ def test_shipped_multi_label_calorimeter_model_finds_the_cells_of_fresh_events()
     column-only top k >= 95 % (held-out 99.75 %); the wall-view model reads the events' own branches
     and the cells of their Hough lines."""
     import reconstruction
+    from calorimeter_prior import candidates_for
     from datasets.associated_calohit_multilabel import cell_counts, model_inputs
     from my_generator.my_generator import generate
     from snemo import metrics as snm
@@ -141,9 +142,7 @@ def test_shipped_multi_label_calorimeter_model_finds_the_cells_of_fresh_events()
     calo = reconstruction.load_calorimeter(MODELS / "calorimeter_multi_my_generator.keras", "multi",
                                            flag="--calo-multi")
     assert calo.views == ("wall",)
-    prior = None
-    if calo.prior:  # the model reads the cells of the event's Hough lines
-        from calorimeter_prior import line_prior_cells as prior
+    prior = candidates_for(calo.prior)  # the cells of the events' Hough lines, for a model that reads them
     scores = calo.predict(batch, lambda part: model_inputs(part, calo.views, prior=prior), 128)  # (300, 660)
     assert scores.shape == (300, 660) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4)
     result = snm.multi_label_metrics(scores, cell_counts(batch), n_tracks=batch.n_tracks.astype(np.int64))
