@@ -24,9 +24,12 @@ def line_prior_cells(batch: EventBatch, labels=None) -> np.ndarray:
     """Per hit, the wall cell of its Hough line: int16 (n_hits,), side * 330 + grid index, -1 for noise.
 
     ``labels`` (n_hits,): clusters to use instead of the Hough finder's (-1 noise), e.g. truth in
-    tests. Vectorised over the batch.
+    tests. Without them, the isolated hits (:func:`reconstruction.isolated_hits`, reconstruct.py's
+    pre-filter) are noise and the Hough finder runs on the others, so that the candidates are the
+    same whether or not the events were filtered before. Vectorised over the batch.
     """
     import clustering
+    import reconstruction
     from clustering_hough import hough_cluster
     from clustering_training import by_label
     from datasets.associated_calohit_singlelabel import track_side
@@ -35,7 +38,9 @@ def line_prior_cells(batch: EventBatch, labels=None) -> np.ndarray:
 
     n_hits = int(batch.hit_offsets[-1] - batch.hit_offsets[0])
     if labels is None:
-        labels = hough_cluster(batch, None, progress=False)
+        isolated = reconstruction.isolated_hits(batch)
+        labels = np.full(n_hits, -1, np.int64)
+        labels[~isolated] = hough_cluster(reconstruction.keep_hits(batch, ~isolated), None, progress=False)
     labels = np.asarray(clustering.canonical_labels(batch, labels), dtype=np.int64)
     out = np.full(n_hits, -1, np.int16)
     if not np.any(labels >= 0):

@@ -33,30 +33,32 @@ _PAD = 1  # one empty cell around each side's (9, 113) grid, so that neighbour k
 # ------------------------------------------------------------------------------------------------
 # Pre-filter
 # ------------------------------------------------------------------------------------------------
-def isolated_hits(batch: EventBatch) -> np.ndarray:
+def isolated_hits(batch: EventBatch, *, block_events: int = 16384) -> np.ndarray:
     """Per hit (n_hits,) bool: True where no OTHER cell of the same event and side is hit among the 8
     neighbours (layer +-1, column +-1) of the hit's cell.
 
     A cell that the input lists twice is one cell: two listings of an otherwise lonely cell are
     isolated. Layer 0 of side 0 and layer 0 of side 1 face each other across the foil and are not
-    neighbours. Vectorised: one sorted key per occupied (event, side, layer, column) and 8
-    ``searchsorted`` look-ups.
+    neighbours. Vectorised: the hits of ``block_events`` events at a time are set in a padded
+    occupancy grid (2.5 kB per event) and each hit looks up its 8 neighbouring cells.
     """
     layers, columns = geo.N_LAYERS + 2 * _PAD, geo.N_COLUMNS + 2 * _PAD
     event = batch.hit_event_index()
     side, layer, column = (batch.hits[name].astype(np.int64) for name in ("grid_side", "grid_layer", "grid_column"))
-    key = ((event * geo.N_SIDES + side) * layers + layer + _PAD) * columns + column + _PAD  # (n_hits,)
-    occupied = np.unique(key)
-    neighbour = np.zeros(len(key), dtype=bool)
-    if len(occupied) == 0:
-        return ~neighbour
-    for d_layer in (-1, 0, 1):
-        for d_column in (-1, 0, 1):
-            if d_layer == 0 and d_column == 0:
-                continue
-            wanted = key + d_layer * columns + d_column
-            where = np.minimum(np.searchsorted(occupied, wanted), len(occupied) - 1)
-            neighbour |= occupied[where] == wanted
+    offsets = [d_layer * columns + d_column for d_layer in (-1, 0, 1) for d_column in (-1, 0, 1)
+               if (d_layer, d_column) != (0, 0)]
+    neighbour = np.zeros(len(event), dtype=bool)
+    hit_offsets = np.asarray(batch.hit_offsets) - batch.hit_offsets[0]
+    for first in range(0, len(batch), block_events):
+        last = min(first + block_events, len(batch))
+        hits = slice(hit_offsets[first], hit_offsets[last])
+        key = (((event[hits] - first) * geo.N_SIDES + side[hits]) * layers + layer[hits] + _PAD) * columns \
+            + column[hits] + _PAD  # (block hits,) index into the padded grid of the block
+        occupied = np.zeros((last - first) * geo.N_SIDES * layers * columns, dtype=bool)
+        occupied[key] = True
+        found = neighbour[hits]
+        for offset in offsets:
+            found |= occupied[key + offset]
     return ~neighbour
 
 

@@ -92,6 +92,31 @@ def test_view_builders_shapes_and_features():
         top.build(n_classes=1)
 
 
+def test_fast_builder_reads_any_views_along_their_long_axis():
+    pytest.importorskip("tensorflow")
+    from architectures import fast
+
+    model = fast.build(n_classes=4)
+    assert sorted(t.name for t in model.inputs) == ["front", "side", "top"]
+    assert model.output_shape == (None, 4)
+    assert tuple(model.get_layer("features").output.shape) == (None, 2 * 3 * 48)  # average + max of 3 branches
+    # the top and side views run along their 113 columns, the front view along its 30 z bins
+    assert tuple(model.get_layer("top_sequence").output.shape) == (None, 113, 18)
+    assert tuple(model.get_layer("side_sequence").output.shape) == (None, 113, 30)
+    assert tuple(model.get_layer("front_sequence").output.shape) == (None, 30, 18)
+    alone = fast.build((18, 113, 2), n_classes=3)  # one top view with a radius channel
+    assert [t.name for t in alone.inputs] == ["top"] and alone.output_shape == (None, 3)
+    assert tuple(alone.get_layer("top_sequence").output.shape) == (None, 113, 36)
+    rng = np.random.default_rng(0)
+    images = {name: (rng.random((2, *shape)) > 0.9).astype("float32") for name, shape in fast.SHAPES.items()}
+    scores = np.asarray(model(images, training=False))
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="views must be"):
+        fast.build({"voxels": (18, 113, 30)})
+    with pytest.raises(ValueError):
+        fast.build(n_classes=1)
+
+
 def test_combined_builder_cuts_at_features_and_round_trips(tmp_path):
     keras = pytest.importorskip("keras")
     from architectures import combined, front, side, top
@@ -572,3 +597,27 @@ def test_capsnet_architecture_trains_and_its_model_loads_for_scoring(side_capsne
     history = json.loads((out / "history.json").read_text())["epochs"]
     assert 0.0 < history[0]["loss"] < 1.0  # margin loss of lengths in [0, 1): at most 0.81 + 0.5 * 0.81 * 3
     assert (scored / "metrics.json").exists() and (scored / "confusion_matrix.png").exists()
+
+
+def test_fast_architecture_on_all_views_trains_and_reconstruct_reads_it(tiny_data, tmp_path, capsys):
+    """--view all --architecture fast: one model on the three views, loaded as reconstruct's counter."""
+    pytest.importorskip("tensorflow")
+    import clustering_inference as inference
+    import number_of_tracks_classification as script
+    from snemo.events import read_events
+
+    out = tmp_path / "fast"
+    assert script.main(["--view", "all", "--architecture", "fast"] + common_flags(tiny_data, out)) == 0
+    assert_run_folder(out)
+    counter = inference.load_counter(out / "model.keras")
+    assert counter.views == ("top", "side", "front") and not counter.radius_channel
+    batch = read_events(str(tiny_data), max_events=40)
+    counts, scores = inference.predict_counts(counter, batch, batch_size=16)
+    assert counts.shape == (len(batch),) and set(np.unique(counts)) <= {1, 2, 3, 4}
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--view", "all"] + common_flags(tiny_data, tmp_path / "cnn"))
+    assert exit_info.value.code == 2
+    assert "--view all needs --architecture fast" in capsys.readouterr().err
+    assert not (tmp_path / "cnn").exists()

@@ -172,6 +172,14 @@ def test_line_prior_cells_are_the_cells_of_the_lines_of_the_clusters():
     assert np.mean(hough.sum(axis=1) == 2) > 0.9
     assert np.all(line_prior_cells(batch, np.full(len(truth), -1)) == -1)
     assert clustering  # imported for canonical labels inside line_prior_cells
+    # the isolated hits are noise, and the candidates are those of the events reconstruct.py filtered first
+    import reconstruction
+
+    isolated = reconstruction.isolated_hits(batch)
+    assert isolated.any()
+    hough_cells = line_prior_cells(batch)
+    assert np.all(hough_cells[isolated] == -1)
+    np.testing.assert_array_equal(hough_cells[~isolated], line_prior_cells(reconstruction.keep_hits(batch, ~isolated)))
 
 
 def test_wall_model_with_the_prior_ranks_candidate_cells_first_and_trains_from_a_model_without(tiny_data, tmp_path):
