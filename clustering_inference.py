@@ -59,9 +59,18 @@ def load_counter(path, *, flag: str = "--counter") -> Counter:
 
 
 def forward_function(model):
+    """``forward(inputs) -> outputs`` of ``model`` in inference mode, traced once for any batch size.
+
+    ``inputs``: one array, or a dict by input name for a model with several inputs; the signature
+    leaves the batch dimension open, so the last, shorter batch of a chunk is not traced again.
+    """
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True, autograph=False)
+    specs = {tensor.name.split(":")[0]: tf.TensorSpec((None, *tensor.shape[1:]), tensor.dtype)
+             for tensor in model.inputs}
+    signature = next(iter(specs.values())) if len(specs) == 1 else specs
+
+    @tf.function(input_signature=[signature], autograph=False)
     def forward(inputs):
         return model(inputs, training=False)
 
