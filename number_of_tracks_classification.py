@@ -2,8 +2,7 @@
 
 Trains a CNN (architectures/top.py, side.py, front.py), with ``--architecture capsnet`` a
 capsule network (architectures/capsnet.py, margin loss), or with ``--architecture fast`` the fast
-1D-convolution counter (architectures/fast.py; ``--view all`` gives it the three views at once:
-the counter for ``reconstruct.py`` when speed matters) with the shared training loop, evaluates it
+1D-convolution counter (architectures/fast.py) with the shared training loop, evaluates it
 on the test split and writes the run folder: model.keras, history.json, config.json, metrics.json,
 training_curves and confusion_matrix (PDF, PNG), tensorboard/, checkpoints/. Run it again with the
 same --out to resume a killed job. --init-model starts from the weights of a trained counter of the
@@ -12,7 +11,7 @@ same view (fine-tuning, e.g. a shipped model on realistic events).
     python number_of_tracks_classification.py --view top --data data/my_generator --epochs 20
     python number_of_tracks_classification.py --view top --init-model models/top_my_generator.keras \
         --data data/realistic --learning-rate 2e-4 --epochs 3
-    python number_of_tracks_classification.py --view all --architecture fast --data data/my_generator
+    python number_of_tracks_classification.py --view side --architecture fast --data data/my_generator
 """
 
 from __future__ import annotations
@@ -23,14 +22,12 @@ import counting
 from snemo import cli
 
 VIEWS = ("top", "side", "front")
-ALL = "all"  # --view all: the three views at once (--architecture fast only)
 
 
 def build_parser():
     """Flags: the shared ones (snemo.cli) plus --view, --architecture and --init-model."""
     parser = cli.make_parser("number_of_tracks_classification.py", __doc__.split("\n\n")[0], epochs=10)
-    parser.add_argument("--view", choices=VIEWS + (ALL,), default="top",
-                        help="which view of the tracker; all: the three (--architecture fast) (default %(default)s)")
+    parser.add_argument("--view", choices=VIEWS, default="top", help="which view of the tracker (default %(default)s)")
     parser.add_argument("--architecture", choices=("cnn", "capsnet", "fast"), default="cnn",
                         help="cnn: the view's CNN; capsnet: capsules with routing by agreement; fast: 1D "
                              "convolutions along each view, its short axis as channels (default %(default)s)")
@@ -43,8 +40,6 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cli.check_args(parser, args)
-    if args.view == ALL and args.architecture != "fast":
-        parser.error(f"--view all needs --architecture fast (the {args.architecture} counters read one view)")
 
     def body():
         import importlib
@@ -52,14 +47,13 @@ def main(argv=None) -> int:
         counting.check_init_flag(args)
         run = cli.start_run(f"number_of_tracks_{args.view}", args, argv,
                             program="number_of_tracks_classification.py")
-        splits = counting.load(run, view=VIEWS if args.view == ALL else args.view)
+        splits = counting.load(run, view=args.view)
         options = {}
         if args.architecture == "fast":
             from architectures import fast
 
-            shapes = cli.input_shape(splits.train)
-            model = cli.build_in_scope(run, fast.build, shapes if isinstance(shapes, dict) else {args.view: shapes},
-                                       n_classes=args.max_tracks)
+            model = cli.build_in_scope(run, fast.build, input_shape=cli.input_shape(splits.train),
+                                       n_classes=args.max_tracks, input_name=args.view)
         elif args.architecture == "capsnet":
             from architectures import capsnet
             from capsule import margin_loss

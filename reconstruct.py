@@ -37,7 +37,7 @@ from snemo import cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = os.path.join(HERE, "models")
-SHIPPED_COUNTERS = ("combined", "top", "side", "front", "voxel", "fast")  # --counter NAME: models/NAME_my_generator.keras
+SHIPPED_COUNTERS = ("combined", "top", "side", "front", "voxel")  # --counter NAME: models/NAME_my_generator.keras
 DEFAULT_COUNTER = os.path.join(MODELS, "combined_my_generator.keras")
 # The default clusterer: a generator file (used when it exists, else hough) or "hough" / "dbscan".
 # Hough: on the held-out sets it beats the shipped generator (models/README.md, "Clustering").

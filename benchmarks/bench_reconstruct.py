@@ -3,8 +3,7 @@
 Every configuration runs ``reconstruct.py`` as a child process on realistic events (made once by
 ``my_generator/my_generator.py --realistic``, a quarter of each 1..4-track count, kept in
 ``--data-dir`` and reused while their entries match): the counter alone (``--clusterer none
---calorimeter none``) and the whole chain (reconstruct.py's defaults), each with the default
-counter and with the shipped fast counter (``--counter fast``), at each ``--batch-sizes``
+--calorimeter none``) and the whole chain (reconstruct.py's defaults), at each ``--batch-sizes``
 (256 and 1,024) and each ``--events`` total (20,000 and 200,000). For each run:
 
 * ``events/s (script)``: the rate reconstruct.py prints itself, from the first chunk read to the
@@ -46,8 +45,6 @@ if str(REPO) not in sys.path:
 RESULTS = REPO / "benchmarks" / "results" / "bench_reconstruct.json"
 DEFAULT_DATA = REPO / "benchmarks" / "results" / "bench_reconstruct_data"
 TRACK_COUNTS = (1, 2, 3, 4)
-MODES = ("counter", "chain", "fast-counter", "fast-chain")
-FAST_COUNTER = REPO / "models" / "fast_my_generator.keras"
 SUMMARY = re.compile(r"(\d+) events in \d+ file\(s\), ([\d.]+) s \((\d+) events/s\)")
 
 
@@ -90,15 +87,10 @@ def available_flags() -> dict:
 
 
 def mode_flags(mode: str, offered: dict) -> tuple[list[str], str]:
-    """(flags, note) of a configuration; the note says when the closest available flags stand in.
-
-    ``mode``: "counter" or "chain" with reconstruct.py's default counter, "fast-counter" or
-    "fast-chain" with the shipped fast counter (``--counter fast``).
-    """
-    counter = ["--counter", "fast"] if mode.startswith("fast-") else []
-    if mode.endswith("chain"):
-        return counter, ""
-    flags, missing = counter, []
+    """(flags, note) of a configuration; the note says when the closest available flags stand in."""
+    if mode == "chain":
+        return [], ""
+    flags, missing = [], []
     if offered["clusterer_none"]:
         flags += ["--clusterer", "none"]
     else:
@@ -137,11 +129,11 @@ def run_once(data: Path, flags: list[str], batch_size: int, scratch: Path, chunk
 
 def format_table(rows: list[dict]) -> str:
     """Text table of the runs: mode, batch size, events, both rates, peak memory."""
-    lines = [f"{'mode':<14}{'batch':>7}{'events':>9}{'events/s (script)':>19}{'events/s (wall)':>17}{'peak MB':>9}"]
+    lines = [f"{'mode':<8}{'batch':>7}{'events':>9}{'events/s (script)':>19}{'events/s (wall)':>17}{'peak MB':>9}"]
     for row in rows:
         script = "-" if row["script_events_per_s"] is None else f"{row['script_events_per_s']:.0f}"
         wall = f"{row['events'] / row['wall_s']:.0f}" if row["status"] == 0 else f"failed ({row['status']})"
-        lines.append(f"{row['mode']:<14}{row['batch_size']:>7}{row['events']:>9}{script:>19}{wall:>17}"
+        lines.append(f"{row['mode']:<8}{row['batch_size']:>7}{row['events']:>9}{script:>19}{wall:>17}"
                      f"{row['peak_mb']:>9.0f}")
     return "\n".join(lines)
 
@@ -164,15 +156,17 @@ def main(argv=None) -> int:
                         help="total events of each memory point (default %(default)s)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024],
                         help="reconstruct.py --batch-size values (default %(default)s)")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=None,
-                        help="counter alone and/or the whole chain, with the default or the fast counter "
-                             "(default all four; the two fast ones only when models/fast_my_generator.keras exists)")
+    parser.add_argument("--modes", nargs="+", choices=("counter", "chain"), default=["counter", "chain"],
+                        help="counter alone and/or the whole chain (default both)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
                         help="where the events are made once and reused (default benchmarks/results/"
                              "bench_reconstruct_data; not committed)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=5_000,
                         help="reconstruct.py --chunk-size of every run (default %(default)s: the smallest set's file size)")
+    parser.add_argument("--counter", default=None, metavar="MODEL.keras|NAME",
+                        help="reconstruct.py --counter of every run (default: reconstruct.py's, the shipped "
+                             "combined counter), e.g. an older release's file to compare")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file (default %(default)s)")
     args = parser.parse_args(argv)
     if min(args.events) < len(TRACK_COUNTS) or min(args.batch_sizes) < 1 or args.chunk_size < 1:
@@ -180,8 +174,6 @@ def main(argv=None) -> int:
 
     from snemo.jsonfile import write_json
 
-    if args.modes is None:
-        args.modes = list(MODES if FAST_COUNTER.exists() else MODES[:2])
     offered = available_flags()
     datasets = {n: make_events(args.data_dir / f"events_{n}", n, args.seed) for n in sorted(set(args.events))}
     load_before = os.getloadavg()
@@ -189,6 +181,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-reco-", dir=args.data_dir) as scratch:
         for mode in args.modes:
             flags, note = mode_flags(mode, offered)
+            flags = flags + (["--counter", args.counter] if args.counter else [])
             if note:
                 notes[mode] = note
             for batch_size in args.batch_sizes:

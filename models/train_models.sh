@@ -134,25 +134,36 @@ stream_r4c() {  # the third-release combined counter (git, commit f44281c) fine-
     [ -f runs/r3/combined_my_generator.keras ] || git show "f44281c:models/combined_my_generator.keras" > runs/r3/combined_my_generator.keras
     trial combined_my_generator_r4 $PY combined.py --data $MG --top models/top_my_generator.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --init-model runs/r3/combined_my_generator.keras --epochs 1 --learning-rate 1e-4 --finetune-epochs 3 --finetune-learning-rate 1e-4 --lr-schedule cosine --steps-per-epoch 300 --batch-size 256
 }
-# Fifth release: the fast counters (architectures/fast.py, --architecture fast: 1D convolutions along
-# each view's long axis, the short axis as channels), trained from scratch on the mix; 5,000 samples/s
-# on a free core against about 200 for the 2D CNNs, so they see ten times more samples in an hour.
-# Trials: each is shipped by hand (models/<name>.keras) when its held-out table beats the model it
-# replaces (models/README.md says which were).
-FAST="--architecture fast --batch-size 256 --lr-schedule cosine"
-stream_fa() {  # the three-view fast counter (reconstruct.py --counter fast), then the fast front counter
-    trial fast_my_generator $PY number_of_tracks_classification.py --view all --data $MG $FAST --epochs 8 --steps-per-epoch 1000 --learning-rate 2e-3
-    trial fast_my_generator_long $PY number_of_tracks_classification.py --view all --data $MG $FAST --init-model $R/fast_my_generator/model.keras --epochs 24 --steps-per-epoch 1000 --learning-rate 1e-3
-    trial fast_front_my_generator $PY number_of_tracks_classification.py --view front --data $MG $FAST --epochs 16 --steps-per-epoch 1000 --learning-rate 2e-3
-    trial fast_top_toyhaystack $PY number_of_tracks_classification.py --view top --data $TH $FAST --epochs 16 --steps-per-epoch 1000 --learning-rate 2e-3
+# Fifth release: the fast view counters (architectures/fast.py, --architecture fast: 1D convolutions
+# along each view's long axis, the short axis as channels), trained from scratch on the mix (about
+# 5,000 samples/s on a free core against a few hundred for the 2D CNNs), joined by combined.py.
+# Each run is a trial; models/README.md ("Fifth release") says which were shipped, by hand, as
+# which models/<name>.keras: the two combined counters and the toyhaystack top counter (the fast
+# top, side and front my_generator counters stay trials: the 2D ones beat them alone).
+FAST="--architecture fast --batch-size 256 --lr-schedule cosine --epochs 16 --steps-per-epoch 1000 --learning-rate 2e-3"
+FAST_JOIN="--epochs 1 --steps-per-epoch 1000 --batch-size 256 --lr-schedule cosine --finetune-learning-rate 2e-4"
+stream_fa() {  # the fast front, top and toyhaystack top counters (top: 20 epochs)
+    trial fast_front_my_generator $PY number_of_tracks_classification.py --view front --data $MG $FAST
+    trial fast_top_my_generator $PY number_of_tracks_classification.py --view top --data $MG $FAST --epochs 20
+    trial fast_top_toyhaystack $PY number_of_tracks_classification.py --view top --data $TH $FAST
 }
-stream_fb() {  # the fast top and side counters, then the combined counter rebuilt from the fast views
-    trial fast_top_my_generator $PY number_of_tracks_classification.py --view top --data $MG $FAST --epochs 20 --steps-per-epoch 1000 --learning-rate 2e-3
-    trial fast_side_my_generator $PY number_of_tracks_classification.py --view side --data $MG $FAST --epochs 16 --steps-per-epoch 1000 --learning-rate 2e-3
-    wait_for fast_front_my_generator
-    trial fast_combined_my_generator $PY combined.py --data $MG --top $R/fast_top_my_generator/model.keras --side $R/fast_side_my_generator/model.keras --front $R/fast_front_my_generator/model.keras --epochs 1 --finetune-epochs 3 --finetune-learning-rate 2e-4 --lr-schedule cosine --steps-per-epoch 1000 --batch-size 256
-    wait_for fast_top_toyhaystack  # its own top counter, the my_generator fast side and front, trained on toyhaystack events
-    trial fast_combined_toyhaystack $PY combined.py --data $TH --top $R/fast_top_toyhaystack/model.keras --side $R/fast_side_my_generator/model.keras --front $R/fast_front_my_generator/model.keras --epochs 1 --finetune-epochs 3 --finetune-learning-rate 2e-4 --lr-schedule cosine --steps-per-epoch 1000 --batch-size 256
+stream_fb() {  # the fast side counter, then the combined counters from the fast views (3 + 8 fine-tuning epochs)
+    trial fast_side_my_generator $PY number_of_tracks_classification.py --view side --data $MG $FAST
+    wait_for fast_front_my_generator fast_top_my_generator fast_top_toyhaystack
+    local views="--side $R/fast_side_my_generator/model.keras --front $R/fast_front_my_generator/model.keras"
+    trial fast_combined_my_generator $PY combined.py --data $MG --top $R/fast_top_my_generator/model.keras $views $FAST_JOIN --finetune-epochs 3
+    trial fast_combined_toyhaystack $PY combined.py --data $TH --top $R/fast_top_toyhaystack/model.keras $views $FAST_JOIN --finetune-epochs 3
+    trial fast_combined_more_my_generator $PY combined.py --data $MG --top $R/fast_top_my_generator/model.keras $views $FAST_JOIN --learning-rate 1e-4 --finetune-epochs 8 --init-model $R/fast_combined_my_generator/model.keras
+    trial fast_combined_more_toyhaystack $PY combined.py --data $TH --top $R/fast_top_toyhaystack/model.keras $views $FAST_JOIN --learning-rate 1e-4 --finetune-epochs 8 --init-model $R/fast_combined_toyhaystack/model.keras
+}
+stream_fc() {  # toyhaystack's own fast side and front counters, then a toyhaystack combined counter of its own three views
+    trial fast_side_toyhaystack $PY number_of_tracks_classification.py --view side --data $TH $FAST
+    trial fast_front_toyhaystack $PY number_of_tracks_classification.py --view front --data $TH $FAST
+    trial fast_combined_own_toyhaystack $PY combined.py --data $TH --top $R/fast_top_toyhaystack/model.keras --side $R/fast_side_toyhaystack/model.keras --front $R/fast_front_toyhaystack/model.keras $FAST_JOIN --finetune-epochs 8
+}
+stream_fd() {  # the shipped fast combined counter fine-tuned 8 epochs more at half the rate
+    local views="--side $R/fast_side_my_generator/model.keras --front $R/fast_front_my_generator/model.keras"
+    trial fast_combined_more2_my_generator $PY combined.py --data $MG --top $R/fast_top_my_generator/model.keras $views $FAST_JOIN --learning-rate 5e-5 --finetune-epochs 8 --finetune-learning-rate 1e-4 --init-model $R/fast_combined_more_my_generator/model.keras
 }
 # The clean first-release counters the fine-tuning starts from (git history keeps them).
 mkdir -p runs/init
@@ -171,6 +182,8 @@ case ${STREAM:-} in
     r4c) stream_r4c ;;  # and the combined counter
     fa) stream_fa ;;  # fifth release, two streams: STREAM=fa ... & STREAM=fb ... &
     fb) stream_fb ;;
+    fc) stream_fc ;;  # then, side by side: STREAM=fc ... & STREAM=fd ... &
+    fd) stream_fd ;;
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"

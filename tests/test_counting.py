@@ -92,27 +92,25 @@ def test_view_builders_shapes_and_features():
         top.build(n_classes=1)
 
 
-def test_fast_builder_reads_any_views_along_their_long_axis():
+def test_fast_builder_reads_each_view_along_its_long_axis():
     pytest.importorskip("tensorflow")
-    from architectures import fast
+    from architectures import combined, fast
 
-    model = fast.build(n_classes=4)
-    assert sorted(t.name for t in model.inputs) == ["front", "side", "top"]
-    assert model.output_shape == (None, 4)
-    assert tuple(model.get_layer("features").output.shape) == (None, 2 * 3 * 48)  # average + max of 3 branches
+    models = {view: fast.build(shape, 4, input_name=view) for view, shape in fast.SHAPES.items()}
     # the top and side views run along their 113 columns, the front view along its 30 z bins
-    assert tuple(model.get_layer("top_sequence").output.shape) == (None, 113, 18)
-    assert tuple(model.get_layer("side_sequence").output.shape) == (None, 113, 30)
-    assert tuple(model.get_layer("front_sequence").output.shape) == (None, 30, 18)
-    alone = fast.build((18, 113, 2), n_classes=3)  # one top view with a radius channel
-    assert [t.name for t in alone.inputs] == ["top"] and alone.output_shape == (None, 3)
-    assert tuple(alone.get_layer("top_sequence").output.shape) == (None, 113, 36)
+    for view, sequence in (("top", (113, 18)), ("side", (113, 30)), ("front", (30, 18))):
+        model = models[view]
+        assert [t.name for t in model.inputs] == [view] and model.output_shape == (None, 4)
+        assert tuple(model.get_layer("sequence").output.shape) == (None, *sequence)
+        assert tuple(model.get_layer("features").output.shape) == (None, 2 * 48)
+    radius = fast.build((18, 113, 2), 3)  # a radius channel doubles the channels of each step
+    assert tuple(radius.get_layer("sequence").output.shape) == (None, 113, 36) and radius.output_shape == (None, 3)
+    joined = combined.build(models["top"], models["side"], models["front"], n_classes=4)
     rng = np.random.default_rng(0)
-    images = {name: (rng.random((2, *shape)) > 0.9).astype("float32") for name, shape in fast.SHAPES.items()}
-    scores = np.asarray(model(images, training=False))
-    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
-    with pytest.raises(ValueError, match="views must be"):
-        fast.build({"voxels": (18, 113, 30)})
+    images = {view: (rng.random((2, *shape)) > 0.9).astype("float32") for view, shape in fast.SHAPES.items()}
+    np.testing.assert_allclose(np.asarray(joined(images, training=False)).sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="input_name"):
+        fast.build(input_name="voxels")
     with pytest.raises(ValueError):
         fast.build(n_classes=1)
 
@@ -599,25 +597,23 @@ def test_capsnet_architecture_trains_and_its_model_loads_for_scoring(side_capsne
     assert (scored / "metrics.json").exists() and (scored / "confusion_matrix.png").exists()
 
 
-def test_fast_architecture_on_all_views_trains_and_reconstruct_reads_it(tiny_data, tmp_path, capsys):
-    """--view all --architecture fast: one model on the three views, loaded as reconstruct's counter."""
+def test_fast_architecture_trains_and_reconstruct_reads_its_combined_counter(tiny_data, tmp_path):
+    """--architecture fast for each view, joined by combined.py: reconstruct's counter reads the three views."""
     pytest.importorskip("tensorflow")
     import clustering_inference as inference
+    import combined as combined_script
     import number_of_tracks_classification as script
     from snemo.events import read_events
 
-    out = tmp_path / "fast"
-    assert script.main(["--view", "all", "--architecture", "fast"] + common_flags(tiny_data, out)) == 0
-    assert_run_folder(out)
+    for view in ("top", "side", "front"):
+        assert script.main(["--view", view, "--architecture", "fast"] + common_flags(tiny_data, tmp_path / view)) == 0
+    assert_run_folder(tmp_path / "top")
+    out = tmp_path / "combined"
+    assert combined_script.main([f"--{view}={tmp_path / view / 'model.keras'}" for view in ("top", "side", "front")]
+                                + ["--finetune-epochs", "1"] + common_flags(tiny_data, out)) == 0
     counter = inference.load_counter(out / "model.keras")
     assert counter.views == ("top", "side", "front") and not counter.radius_channel
     batch = read_events(str(tiny_data), max_events=40)
     counts, scores = inference.predict_counts(counter, batch, batch_size=16)
     assert counts.shape == (len(batch),) and set(np.unique(counts)) <= {1, 2, 3, 4}
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--view", "all"] + common_flags(tiny_data, tmp_path / "cnn"))
-    assert exit_info.value.code == 2
-    assert "--view all needs --architecture fast" in capsys.readouterr().err
-    assert not (tmp_path / "cnn").exists()
