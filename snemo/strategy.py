@@ -26,9 +26,13 @@ import os
 import sys
 import threading
 
-# Lines TensorFlow prints at start-up where no GPU driver exists; harmless there, alarming to read.
+# Lines TensorFlow prints at start-up where no GPU driver exists (the CUDA ones, and the CPU's oneDNN
+# and instruction-set notes, which come before absl's logging starts and so ignore
+# TF_CPP_MIN_LOG_LEVEL); harmless there, alarming to read.
 CUDA_NOISE = (b"failed call to cuInit", b"Could not find cuda drivers", b"All log messages before absl::InitializeLog",
-              b"cuda_dnn.cc", b"cuda_fft.cc", b"cuda_blas.cc", b"computation_placer.cc")
+              b"cuda_dnn.cc", b"cuda_fft.cc", b"cuda_blas.cc", b"computation_placer.cc",
+              b"oneDNN custom operations are on", b"rebuild TensorFlow with the appropriate compiler flags",
+              b"This TensorFlow binary is optimized to use available CPU instructions")
 
 
 class StrategyError(ValueError):
@@ -76,8 +80,8 @@ def import_tensorflow(args=None):
     """Import TensorFlow and find its devices; returns the ``tensorflow`` module.
 
     Sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless the environment sets it. Without an NVIDIA driver
-    (:func:`gpu_driver_present`) and when no device flag of ``args`` asks for a GPU, the CUDA
-    start-up lines (:data:`CUDA_NOISE`) are dropped from standard error; nothing else is.
+    (:func:`gpu_driver_present`) and when no device flag of ``args`` asks for a GPU, the CUDA and
+    CPU start-up lines (:data:`CUDA_NOISE`) are dropped from standard error; nothing else is.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if gpu_driver_present() or wants_gpu(args):
