@@ -16,6 +16,7 @@
 # STREAM=g2: the shipped GAN trained further (a copy of its run folder resumed to 9 epochs).
 # STREAM=g3: the 9-epoch GAN (g2) further, to 16 epochs.
 # STREAM=p: the multi-label wall model with the Hough lines' candidate cells (--line-prior).
+# STREAM=p2: that model one epoch more on candidates from the pre-filtered hits.
 # STREAM=n5: the no-GAN comparison generator trained to 5 epochs (a copy of its run folder resumed).
 # STREAM=w2: the shipped wall-view multi-label model trained further (2 epochs, --init-model).
 # A rerun resumes each run folder (runs/models/<name>/). A model is copied to models/<name>.keras by
@@ -136,6 +137,14 @@ calorimeter_wall_prior() {
         --init-model models/calorimeter_multi_my_generator.keras \
         --epochs 1 --steps-per-epoch 300 --batch-size 64 --learning-rate 5e-4 --lr-schedule cosine
 }
+# The shipped prior model one epoch more on the candidates made from the hits that pass the
+# isolated-hit pre-filter (calorimeter_prior.line_prior_cells does it since this release), at a lower rate.
+calorimeter_wall_prior_filtered() {
+    step calorimeter_wall_prior_filtered_my_generator $PY associated_calorimeter.py --mode multi --views wall --loss softmax \
+        --k predicted --line-prior --data $MG --max-events 60000 --filters 24 24 --squeeze 16 \
+        --init-model models/calorimeter_multi_my_generator.keras \
+        --epochs 1 --steps-per-epoch 300 --batch-size 64 --learning-rate 2e-4 --lr-schedule cosine
+}
 # Runs trained further from a copy of an earlier run folder, resumed with more epochs on the files
 # it was trained on (the noisy subset came later).
 resume_copy() {  # resume_copy FROM NAME COMMAND...: copy runs/models/FROM to NAME (once), then step NAME
@@ -160,6 +169,7 @@ case ${STREAM:-} in
     g2) clustering_more ;;
     g3) clustering_more16 ;;
     p) calorimeter_wall_prior ;;
+    p2) calorimeter_wall_prior_filtered ;;
     n5) clustering_noadv_more ;;
     c) calorimeter_single_z ;;
     w2) calorimeter_wall_more ;;
