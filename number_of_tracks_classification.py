@@ -31,6 +31,8 @@ def build_parser():
     parser.add_argument("--architecture", choices=("cnn", "capsnet", "fast"), default="cnn",
                         help="cnn: the view's CNN; capsnet: capsules with routing by agreement; fast: 1D "
                              "convolutions along each view, its short axis as channels (default %(default)s)")
+    parser.add_argument("--filters", type=int, nargs="+", default=None, metavar="N",
+                        help="filters per block of --architecture fast (default 32 48 48)")
     counting.add_init_flag(parser)
     return parser
 
@@ -40,6 +42,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cli.check_args(parser, args)
+    if args.filters is not None and (args.architecture != "fast" or min(args.filters) < 1):
+        parser.error("--filters takes positive filter counts, for --architecture fast only")
 
     def body():
         import importlib
@@ -52,8 +56,9 @@ def main(argv=None) -> int:
         if args.architecture == "fast":
             from architectures import fast
 
+            sizes = {"filters": tuple(args.filters)} if args.filters else {}
             model = cli.build_in_scope(run, fast.build, input_shape=cli.input_shape(splits.train),
-                                       n_classes=args.max_tracks, input_name=args.view)
+                                       n_classes=args.max_tracks, input_name=args.view, **sizes)
         elif args.architecture == "capsnet":
             from architectures import capsnet
             from capsule import margin_loss

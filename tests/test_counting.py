@@ -606,8 +606,16 @@ def test_fast_architecture_trains_and_reconstruct_reads_its_combined_counter(tin
     from snemo.events import read_events
 
     for view in ("top", "side", "front"):
-        assert script.main(["--view", view, "--architecture", "fast"] + common_flags(tiny_data, tmp_path / view)) == 0
+        sizes = ["--filters", "8", "12"] if view == "top" else []
+        assert script.main(["--view", view, "--architecture", "fast", *sizes] + common_flags(tiny_data, tmp_path / view)) == 0
     assert_run_folder(tmp_path / "top")
+    import keras
+
+    top = keras.saving.load_model(tmp_path / "top" / "model.keras", safe_mode=True, compile=False)
+    assert [layer.filters for layer in top.layers if layer.name.endswith("_conv")] == [8, 12]
+    with pytest.raises(SystemExit) as exit_info:  # --filters sizes the fast counter only
+        script.main(["--view", "top", "--filters", "8"] + common_flags(tiny_data, tmp_path / "cnn"))
+    assert exit_info.value.code == 2 and not (tmp_path / "cnn").exists()
     out = tmp_path / "combined"
     assert combined_script.main([f"--{view}={tmp_path / view / 'model.keras'}" for view in ("top", "side", "front")]
                                 + ["--finetune-epochs", "1"] + common_flags(tiny_data, out)) == 0
