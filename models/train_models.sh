@@ -165,6 +165,11 @@ stream_fd() {  # the shipped fast combined counter fine-tuned 8 epochs more at h
     local views="--side $R/fast_side_my_generator/model.keras --front $R/fast_front_my_generator/model.keras"
     trial fast_combined_more2_my_generator $PY combined.py --data $MG --top $R/fast_top_my_generator/model.keras $views $FAST_JOIN --learning-rate 5e-5 --finetune-epochs 8 --finetune-learning-rate 1e-4 --init-model $R/fast_combined_more_my_generator/model.keras
 }
+stream_fe() {  # wider fast top and side views (filters 48 64 64), joined with the fast front one as above
+    trial fast_wide_top_my_generator $PY number_of_tracks_classification.py --view top --data $MG $FAST --filters 48 64 64
+    trial fast_wide_side_my_generator $PY number_of_tracks_classification.py --view side --data $MG $FAST --filters 48 64 64
+    trial fast_wide_combined_my_generator $PY combined.py --data $MG --top $R/fast_wide_top_my_generator/model.keras --side $R/fast_wide_side_my_generator/model.keras --front $R/fast_front_my_generator/model.keras $FAST_JOIN --finetune-epochs 8
+}
 # The clean first-release counters the fine-tuning starts from (git history keeps them).
 mkdir -p runs/init
 for name in top_my_generator side_my_generator front_my_generator top_toyhaystack; do
@@ -184,6 +189,7 @@ case ${STREAM:-} in
     fb) stream_fb ;;
     fc) stream_fc ;;  # then, side by side: STREAM=fc ... & STREAM=fd ... &
     fd) stream_fd ;;
+    fe) stream_fe ;;
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"
