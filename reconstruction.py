@@ -56,9 +56,7 @@ def isolated_hits(batch: EventBatch, *, block_events: int = 16384) -> np.ndarray
             + column[hits] + _PAD  # (block hits,) index into the padded grid of the block
         occupied = np.zeros((last - first) * geo.N_SIDES * layers * columns, dtype=bool)
         occupied[key] = True
-        found = neighbour[hits]
-        for offset in offsets:
-            found |= occupied[key + offset]
+        neighbour[hits] = np.logical_or.reduce([occupied[key + offset] for offset in offsets])
     return ~neighbour
 
 

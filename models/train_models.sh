@@ -138,8 +138,9 @@ stream_r4c() {  # the third-release combined counter (git, commit f44281c) fine-
 # along each view's long axis, the short axis as channels), trained from scratch on the mix (about
 # 5,000 samples/s on a free core against a few hundred for the 2D CNNs), joined by combined.py.
 # Each run is a trial; models/README.md ("Fifth release") says which were shipped, by hand, as
-# which models/<name>.keras: the two combined counters and the toyhaystack top counter (the fast
-# top, side and front my_generator counters stay trials: the 2D ones beat them alone).
+# which models/<name>.keras: fast_wide_top (top_my_generator), fast_wide_combined
+# (combined_my_generator), fast_top_toyhaystack and fast_combined_more_toyhaystack (the fast side
+# and front my_generator counters stay trials: the 2D ones beat them).
 FAST="--architecture fast --batch-size 256 --lr-schedule cosine --epochs 16 --steps-per-epoch 1000 --learning-rate 2e-3"
 FAST_JOIN="--epochs 1 --steps-per-epoch 1000 --batch-size 256 --lr-schedule cosine --finetune-learning-rate 2e-4"
 stream_fa() {  # the fast front, top and toyhaystack top counters (top: 20 epochs)

@@ -29,7 +29,7 @@ import threading
 # Lines TensorFlow prints at start-up where no GPU driver exists (the CUDA ones, and the CPU's oneDNN
 # and instruction-set notes, which come before absl's logging starts and so ignore
 # TF_CPP_MIN_LOG_LEVEL); harmless there, alarming to read.
-CUDA_NOISE = (b"failed call to cuInit", b"Could not find cuda drivers", b"All log messages before absl::InitializeLog",
+STARTUP_NOISE = (b"failed call to cuInit", b"Could not find cuda drivers", b"All log messages before absl::InitializeLog",
               b"cuda_dnn.cc", b"cuda_fft.cc", b"cuda_blas.cc", b"computation_placer.cc",
               b"oneDNN custom operations are on", b"rebuild TensorFlow with the appropriate compiler flags",
               b"This TensorFlow binary is optimized to use available CPU instructions")
@@ -81,14 +81,14 @@ def import_tensorflow(args=None):
 
     Sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless the environment sets it. Without an NVIDIA driver
     (:func:`gpu_driver_present`) and when no device flag of ``args`` asks for a GPU, the CUDA and
-    CPU start-up lines (:data:`CUDA_NOISE`) are dropped from standard error; nothing else is.
+    CPU start-up lines (:data:`STARTUP_NOISE`) are dropped from standard error; nothing else is.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if gpu_driver_present() or wants_gpu(args):
         import tensorflow as tf
 
         return tf
-    with _stderr_without(CUDA_NOISE):
+    with _stderr_without(STARTUP_NOISE):
         import tensorflow as tf
 
         tf.config.list_physical_devices()

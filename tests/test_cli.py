@@ -99,7 +99,7 @@ def test_out_folder_checks(tmp_path):
 def test_cuda_filter_drops_only_the_cuda_lines(capfd):
     import os as _os
 
-    with snstrategy._stderr_without(snstrategy.CUDA_NOISE):
+    with snstrategy._stderr_without(snstrategy.STARTUP_NOISE):
         _os.write(2, b"E0000 cuda_platform.cc:52] failed call to cuInit: CUDA error\n")
         _os.write(2, b"a real error\n")
     assert capfd.readouterr().err == "a real error\n"
