@@ -30,7 +30,8 @@ def build_parser():
     models = parser.add_argument_group("view models (trained .keras files)")
     for view in ("top", "side", "front"):
         models.add_argument(f"--{view}", default=str(REPO / "models" / f"{view}_my_generator.keras"),
-                            help=f"trained {view}-view counter (default %(default)s)")
+                            help=f"trained {view}-view counter, or a combined counter whose {view} branch is "
+                                 f"taken (default %(default)s)")
     models.add_argument("--init-model", default=None, metavar="MODEL.keras",
                         help="start from the weights of this trained combined counter (same views, channels and "
                              "--max-tracks), e.g. to fine-tune a shipped one")
@@ -45,12 +46,19 @@ def build_parser():
 def load_view_models(paths: dict, n_classes: int) -> dict:
     """Load the trained view models (safe mode) and check their inputs and number of classes.
 
-    ``paths``: {"top": path, "side": path, "front": path}. Call under the strategy scope.
-    Raises ValueError naming the flag and the file when a model is missing or does not fit.
+    ``paths``: {"top": path, "side": path, "front": path}; a path may also hold a combined
+    counter, whose ``<view>_branch`` (input to ``features``) is then the view model. Call under
+    the strategy scope. Raises ValueError naming the flag and the file when a model is missing or
+    does not fit.
     """
     models = {}
     for view, path in paths.items():
         model = counting.load_model(path, flag=f"--{view}")
+        if f"{view}_branch" in [layer.name for layer in model.layers]:
+            if model.output_shape[-1] != n_classes:
+                raise ValueError(f"{path} predicts {model.output_shape[-1]} classes but --max-tracks is {n_classes}")
+            models[view] = model.get_layer(f"{view}_branch")
+            continue
         if counting.model_views(model) != (view,):
             raise ValueError(f"--{view} {path} reads the {'+'.join(counting.model_views(model))} view, not {view}")
         if model.output_shape[-1] != n_classes:

@@ -6,6 +6,7 @@ curves and confusion matrix as PDF and PNG, tensorboard/, checkpoints/). Same --
 
     python number_of_tracks_classification3D.py --data data/my_generator --epochs 10
     python number_of_tracks_classification3D.py --init-model models/voxel_my_generator.keras ...  # train further
+    python number_of_tracks_classification3D.py --variant sides6 ...  # another layout of architectures/view3d.py
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from snemo import cli
 
 
 def build_parser():
-    """Flags: the shared ones (snemo.cli) and --init-model; the voxel inputs are large, so the default batch is 64."""
+    """Flags: the shared ones (snemo.cli), --variant and --init-model; the voxel inputs are large, so the default batch is 64."""
+    from architectures import view3d
+
     parser = cli.make_parser("number_of_tracks_classification3D.py", __doc__.split("\n\n")[0], epochs=10,
                              batch_size=64)
+    parser.add_argument("--variant", choices=tuple(view3d.VARIANTS), default=view3d.DEFAULT_VARIANT,
+                        help="layout of the Conv3D network (architectures/view3d.py; default %(default)s)")
     counting.add_init_flag(parser)
     return parser
 
@@ -37,7 +42,7 @@ def main(argv=None) -> int:
         run = cli.start_run("number_of_tracks_3D", args, argv, program="number_of_tracks_classification3D.py")
         splits = counting.load(run, three_d=True)
         model = cli.build_in_scope(run, view3d.build, input_shape=cli.input_shape(splits.train),
-                                   n_classes=args.max_tracks)
+                                   n_classes=args.max_tracks, variant=args.variant)
         counting.apply_init(run, model, args)
         run.open()
         cli.train_model(run, model, splits)

@@ -82,6 +82,23 @@ VARIANTS = {
                   [("conv", 32, (3, 3, 3), (1, 2, 2))],
                   [("conv", 48, (3, 3, 3), (1, 2, 1))],
                   [("conv", 48, (3, 3, 3), (1, 1, 1))]],
+    # Layers of each side folded into channels as well: a (2 sides, 113 columns, 3 z slabs of 1 m)
+    # grid, each cell's 9 layers x 10 z bins (100 mm) as its 90 channels, the columns strided by 2
+    # per block; kernels (1, 5, 1) along the columns, then (2, 1, 3) across the foil and along z:
+    # (2, 113, 3, 90) -> (2, 57, 3, 48) -> (2, 29, 3, 64) -> (2, 15, 3, 64).
+    "sides": [[("fold_z", 10), ("fold_rows", 9), ("conv", 48, (1, 5, 1), (1, 2, 1)), ("conv", 48, (2, 1, 3), (1, 1, 1))],
+              [("conv", 64, (1, 5, 1), (1, 2, 1)), ("conv", 64, (2, 1, 3), (1, 1, 1))],
+              [("conv", 64, (1, 5, 1), (1, 2, 1)), ("conv", 64, (2, 1, 3), (1, 1, 1))]],
+    # The same grid with full (2, 5, 3) kernels and fewer filters:
+    # (2, 113, 3, 90) -> (2, 57, 3, 32) -> (2, 29, 3, 48) -> (2, 15, 3, 64).
+    "sides_full": [[("fold_z", 10), ("fold_rows", 9), ("conv", 32, (2, 5, 3), (1, 2, 1))],
+                   [("conv", 48, (2, 5, 3), (1, 2, 1))],
+                   [("conv", 64, (2, 5, 3), (1, 2, 1))]],
+    # 6 z slabs of 500 mm (5 bins as channels, 45 per cell), kernels as ``sides``:
+    # (2, 113, 6, 45) -> (2, 57, 6, 32) -> (2, 29, 3, 48) -> (2, 15, 3, 64).
+    "sides6": [[("fold_z", 5), ("fold_rows", 9), ("conv", 32, (1, 5, 1), (1, 2, 1)), ("conv", 32, (2, 1, 3), (1, 1, 1))],
+               [("conv", 48, (1, 5, 1), (1, 2, 2)), ("conv", 48, (2, 1, 3), (1, 1, 1))],
+               [("conv", 64, (1, 5, 1), (1, 2, 1)), ("conv", 64, (2, 1, 3), (1, 1, 1))]],
 }
 DEFAULT_VARIANT = "lite"
 
@@ -133,6 +150,13 @@ def build(input_shape=(*geo.VOXEL_SHAPE, 1), n_classes: int = 4, *, variant: str
                     raise ValueError(f"view3d variant '{variant}' folds z bins {step[1]} by {step[1]}: "
                                      f"input_shape needs a multiple of {step[1]} z bins, got {z_bins}")
                 x = layers.Reshape((rows, columns, z_bins // step[1], step[1] * channels), name=f"{block}_fold_z")(x)
+                continue
+            if step[0] == "fold_rows":  # (R, W, Z, C) -> (R / n, n, W, Z, C) -> (R / n, W, Z, n * C)
+                rows, columns, z_bins, channels = (int(value) for value in x.shape[1:])
+                n = step[1]
+                x = layers.Reshape((rows // n, n, columns, z_bins, channels), name=f"{block}_split_rows")(x)
+                x = layers.Permute((1, 3, 4, 2, 5), name=f"{block}_rows_last")(x)
+                x = layers.Reshape((rows // n, columns, z_bins, n * channels), name=f"{block}_fold_rows")(x)
                 continue
             if step[0] == "pool":
                 x = layers.MaxPooling3D(pool_size=step[1], padding="same", name=f"{block}_pool")(x)

@@ -171,6 +171,20 @@ stream_fe() {  # wider fast top and side views (filters 48 64 64), joined with t
     trial fast_wide_side_my_generator $PY number_of_tracks_classification.py --view side --data $MG $FAST --filters 48 64 64
     trial fast_wide_combined_my_generator $PY combined.py --data $MG --top $R/fast_wide_top_my_generator/model.keras --side $R/fast_wide_side_my_generator/model.keras --front $R/fast_front_my_generator/model.keras $FAST_JOIN --finetune-epochs 8
 }
+# Sixth release (trials, shipped by hand as models/README.md says): the toyhaystack top view as
+# wide as the shipped my_generator one, and a still wider my_generator top view, trained longer.
+stream_ga() {
+    trial fast_wide_top_toyhaystack $PY number_of_tracks_classification.py --view top --data $TH $FAST --filters 48 64 64 --epochs 20
+    trial fast_wider_top_my_generator $PY number_of_tracks_classification.py --view top --data $MG $FAST --filters 64 96 96 --epochs 24
+}
+stream_gc() {  # the toyhaystack combined counter on the wide toyhaystack top view and the side and front branches
+    # of the shipped my_generator combined counter (commit bead2dc), then the wide toyhaystack top view trained further
+    trial fast_wide_combined_toyhaystack $PY combined.py --data $TH --top $R/fast_wide_top_toyhaystack/model.keras --side models/combined_my_generator.keras --front models/combined_my_generator.keras $FAST_JOIN --finetune-epochs 8
+    trial fast_wide_top_more_toyhaystack $PY number_of_tracks_classification.py --view top --data $TH $FAST --filters 48 64 64 --epochs 8 --learning-rate 5e-4 --init-model $R/fast_wide_top_toyhaystack/model.keras
+}
+stream_gb() {  # the voxel counter on the (2 sides, 113 columns, 6 z slabs) grid of view3d's "sides6", from scratch
+    trial voxel_sides6_my_generator $PY number_of_tracks_classification3D.py --data $MG --variant sides6 --epochs 10 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
+}
 # The clean first-release counters the fine-tuning starts from (git history keeps them).
 mkdir -p runs/init
 for name in top_my_generator side_my_generator front_my_generator top_toyhaystack; do
@@ -191,6 +205,9 @@ case ${STREAM:-} in
     fc) stream_fc ;;  # then, side by side: STREAM=fc ... & STREAM=fd ... &
     fd) stream_fd ;;
     fe) stream_fe ;;
+    ga) stream_ga ;;  # sixth release: STREAM=ga ... & STREAM=gb ... &
+    gb) stream_gb ;;
+    gc) stream_gc ;;
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"

@@ -235,8 +235,13 @@ def test_3d_script(tiny_data, tmp_path):
 
     out = tmp_path / "voxel"
     # The voxel model is the costly one: 40 events (10 a file) in batches of 8 still fill the run folder.
-    assert script.main(common_flags(tiny_data, out) + ["--batch-size", "8", "--max-events", "40"]) == 0
+    assert script.main(common_flags(tiny_data, out) + ["--batch-size", "8", "--max-events", "40", "--variant", "sides6"]) == 0
     assert_run_folder(out)
+    assert json.loads((out / "config.json").read_text())["args"]["variant"] == "sides6"
+    import keras
+
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
+    assert tuple(model.get_layer("stem_fold_rows").output.shape) == (None, 2, 113, 6, 45)  # 9 layers x 5 z bins
 
 
 def test_3d_script_init_model(tiny_data, view_runs, tmp_path, capsys):
@@ -621,6 +626,16 @@ def test_fast_architecture_trains_and_reconstruct_reads_its_combined_counter(tin
                                 + ["--finetune-epochs", "1"] + common_flags(tiny_data, out)) == 0
     counter = inference.load_counter(out / "model.keras")
     assert counter.views == ("top", "side", "front") and not counter.radius_channel
+    # A combined counter given as --side / --front lends its branches (frozen phase: unchanged).
+    again = tmp_path / "combined_from_branches"
+    assert combined_script.main([f"--top={tmp_path / 'top' / 'model.keras'}", f"--side={out / 'model.keras'}",
+                                 f"--front={out / 'model.keras'}", "--finetune-epochs", "0"]
+                                + common_flags(tiny_data, again)) == 0
+    source = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
+    built = keras.saving.load_model(again / "model.keras", safe_mode=True, compile=False)
+    for view in ("side", "front"):
+        for a, b in zip(source.get_layer(f"{view}_branch").get_weights(), built.get_layer(f"{view}_branch").get_weights()):
+            np.testing.assert_array_equal(a, b)
     batch = read_events(str(tiny_data), max_events=40)
     counts, scores = inference.predict_counts(counter, batch, batch_size=16)
     assert counts.shape == (len(batch),) and set(np.unique(counts)) <= {1, 2, 3, 4}

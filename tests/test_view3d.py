@@ -36,7 +36,8 @@ def test_default_model_shapes_softmax_and_features():
     assert (scores >= 0).all()
 
 
-@pytest.mark.parametrize("variant", ["full", "zstem", "strided", "s2", "s2full", "fold5", "fold5flat"])
+@pytest.mark.parametrize("variant", ["full", "zstem", "strided", "s2", "s2full", "fold5", "fold5flat", "sides",
+                                     "sides_full", "sides6"])
 def test_every_variant_builds_with_two_channels(variant):
     from architectures import view3d
 
@@ -57,6 +58,24 @@ def test_fold_z_groups_five_consecutive_bins_into_channels():
     folded = np.asarray(fold(voxels))
     assert folded.shape == (1, 18, 113, 6, 10)
     assert np.argwhere(folded).tolist() == [[0, 4, 70, 2, 3 * 2 + 1]]
+
+
+def test_fold_rows_puts_each_sides_layers_into_channels():
+    """sides6: a hit at row 12 (side 1, layer 3), column 70, z bin 13, channel 1 lands on grid cell
+    (side 1, column 70, z slab 2) in channel layer * 10 + sub-bin * 2 + channel."""
+    import keras
+
+    from architectures import view3d
+
+    model = view3d.build(input_shape=(18, 113, 30, 2), variant="sides6")
+    fold = keras.Model(model.inputs[0], model.get_layer("stem_fold_rows").output)
+    voxels = np.zeros((1, 18, 113, 30, 2), np.float32)
+    voxels[0, 12, 70, 13, 1] = 1.0
+    voxels[0, 2, 5, 29, 0] = 1.0  # side 0, row 2 (layer 6 from the foil; row 2 of the side's 9), z bin 29
+    folded = np.asarray(fold(voxels))
+    assert folded.shape == (1, 2, 113, 6, 90)
+    assert sorted(np.argwhere(folded).tolist()) == [[0, 0, 5, 5, 2 * 10 + 4 * 2 + 0], [0, 1, 70, 2, 3 * 10 + 3 * 2 + 1]]
+    assert not any(layer.__class__.__name__ in ("Lambda", "Conv2D", "Conv1D") for layer in model.layers)
 
 
 def test_bad_arguments_raise_value_error():
