@@ -12,11 +12,18 @@ with 3D kernels on a 3D grid:
   because they keep 8-16 channels on (18, 113, 6) or (18, 57, 10) grids.
 - ``s2``, ``s2full``: a (3, 3, 5) stem of strides (2, 2, 5), then strided (2+1)D or 3x3x3 blocks,
   no pooling. ``fold5``, ``fold5flat``: the same with the z bins folded 5 by 5 into channels.
-- ``lite`` (default): z bins folded 5 by 5 into channels (a free Reshape: 6 bins of 500 mm, the
-  5 sub-bins as channels), a 3x3x3 stem of strides (2, 2, 2) on that grid (a Conv3D of kernel
-  (3, 3, 15) and strides (2, 2, 10) on the 100 mm grid), then strided (2+1)D blocks:
-  (18, 113, 30, C) -> (18, 113, 6, 5C) -> (9, 57, 3, 16) -> (9, 29, 3, 32) -> (9, 15, 3, 48)
-  -> (9, 15, 3, 48) -> ``features`` (B, 96); about 29 M multiply-adds per event.
+- ``lite`` (the fourth release's): z bins folded 5 by 5 into channels (a free Reshape: 6 bins
+  of 500 mm, the 5 sub-bins as channels), a 3x3x3 stem of strides (2, 2, 2) on that grid (a
+  Conv3D of kernel (3, 3, 15) and strides (2, 2, 10) on the 100 mm grid), then strided (2+1)D
+  blocks: (18, 113, 30, C) -> (18, 113, 6, 5C) -> (9, 57, 3, 16) -> (9, 29, 3, 32)
+  -> (9, 15, 3, 48) -> (9, 15, 3, 48) -> ``features`` (B, 96); about 29 M multiply-adds per event.
+- ``sides6`` (default), ``sides``, ``sides_full``: the layers of each side folded into channels
+  as well (free Reshapes and a Permute), so the grid is (2 sides, 113 columns, 6 or 3 z slabs)
+  with the 9 layers x 5 or 10 z bins of each cell as channels, as the fast view counters read a
+  view's short axis as channels; then Conv3D kernels (1, 5, 1) along the columns (strided by 2)
+  and (2, 1, 3) across the foil and along z: (2, 113, 6, 45C) -> (2, 57, 6, 32) -> (2, 29, 3, 48)
+  -> (2, 15, 3, 64) -> ``features`` (B, 128); 16.5 M multiply-adds per event, but many channels
+  on a small grid, which a CPU runs well (2x ``lite``'s training rate).
 
 Layer names: ``stem_fold_z``, ``stem_conv<j>``, ``stem_bn<j>``, ``stem_relu<j>``, ``stem_pool``;
 ``block<i>_conv<j>``, ``block<i>_bn<j>``, ``block<i>_relu<j>``, ``block<i>_pool``; then
@@ -100,7 +107,7 @@ VARIANTS = {
                [("conv", 48, (1, 5, 1), (1, 2, 2)), ("conv", 48, (2, 1, 3), (1, 1, 1))],
                [("conv", 64, (1, 5, 1), (1, 2, 1)), ("conv", 64, (2, 1, 3), (1, 1, 1))]],
 }
-DEFAULT_VARIANT = "lite"
+DEFAULT_VARIANT = "sides6"
 
 
 def _conv_bn_relu(x, filters: int, kernel, names, strides=(1, 1, 1)):
@@ -118,8 +125,8 @@ def build(input_shape=(*geo.VOXEL_SHAPE, 1), n_classes: int = 4, *, variant: str
     """Voxel counter: (B, 18, 113, 30, C) -> (B, n_classes) softmax; input layer named "voxels".
 
     ``input_shape``: (rows, columns, z bins, C), C = 1 (hit) or 2 (hit, radius / 22 mm); the
-    ``fold*`` and ``lite`` variants need a multiple of 5 z bins. ``variant``: one of
-    :data:`VARIANTS` (default ``lite``; ``full`` is the first release's model). ``filters``:
+    ``fold*``, ``lite`` and ``sides6`` variants need a multiple of 5 z bins (``sides``, ``sides_full``: of 10), the ``sides*`` ones 18 rows. ``variant``: one of
+    :data:`VARIANTS` (default ``sides6``; ``full`` is the first release's model). ``filters``:
     optional filter counts, one for the stem then one per block (default: the variant's).
     ``features`` is (B, 2 * last filters); output (B, n_classes) softmax over 1..n_classes tracks.
     Raises ``ValueError`` for an unknown variant, n_classes < 2 or a wrong ``filters``.
@@ -154,6 +161,9 @@ def build(input_shape=(*geo.VOXEL_SHAPE, 1), n_classes: int = 4, *, variant: str
             if step[0] == "fold_rows":  # (R, W, Z, C) -> (R / n, n, W, Z, C) -> (R / n, W, Z, n * C)
                 rows, columns, z_bins, channels = (int(value) for value in x.shape[1:])
                 n = step[1]
+                if rows % n:
+                    raise ValueError(f"view3d variant '{variant}' folds the rows {n} by {n}: input_shape needs "
+                                     f"a multiple of {n} rows, got {rows}")
                 x = layers.Reshape((rows // n, n, columns, z_bins, channels), name=f"{block}_split_rows")(x)
                 x = layers.Permute((1, 3, 4, 2, 5), name=f"{block}_rows_last")(x)
                 x = layers.Reshape((rows // n, columns, z_bins, n * channels), name=f"{block}_fold_rows")(x)

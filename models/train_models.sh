@@ -177,6 +177,9 @@ stream_ga() {
     trial fast_wide_top_toyhaystack $PY number_of_tracks_classification.py --view top --data $TH $FAST --filters 48 64 64 --epochs 20
     trial fast_wider_top_my_generator $PY number_of_tracks_classification.py --view top --data $MG $FAST --filters 64 96 96 --epochs 24
 }
+stream_gd() {  # the sides6 voxel counter trained further at a quarter of the rate
+    trial voxel_sides6_more_my_generator $PY number_of_tracks_classification3D.py --data $MG --variant sides6 --epochs 6 --steps-per-epoch 500 --batch-size 256 --learning-rate 5e-4 --lr-schedule cosine --init-model $R/voxel_sides6_my_generator/model.keras
+}
 stream_gc() {  # the toyhaystack combined counter on the wide toyhaystack top view and the side and front branches
     # of the shipped my_generator combined counter (commit bead2dc), then the wide toyhaystack top view trained further
     trial fast_wide_combined_toyhaystack $PY combined.py --data $TH --top $R/fast_wide_top_toyhaystack/model.keras --side models/combined_my_generator.keras --front models/combined_my_generator.keras $FAST_JOIN --finetune-epochs 8
@@ -208,6 +211,7 @@ case ${STREAM:-} in
     ga) stream_ga ;;  # sixth release: STREAM=ga ... & STREAM=gb ... &
     gb) stream_gb ;;
     gc) stream_gc ;;
+    gd) stream_gd ;;
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"

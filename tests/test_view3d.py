@@ -26,7 +26,8 @@ def test_default_model_shapes_softmax_and_features():
     assert model.layers[0].name == "voxels"
     assert tuple(model.inputs[0].shape[1:]) == VOXEL_SHAPE
     assert model.output_shape == (None, 4)
-    assert tuple(model.get_layer("features").output.shape) == (None, 96)
+    assert tuple(model.get_layer("features").output.shape) == (None, 128)
+    assert model.get_layer("stem_fold_rows").output.shape[1:] == (2, 113, 6, 45)
     assert {layer.__class__.__name__ for layer in model.layers} >= {"Conv3D", "BatchNormalization"}
     assert not any(layer.__class__.__name__ in ("Lambda", "Conv2D", "Conv1D") for layer in model.layers)
     assert all(layer.momentum == 0.9 for layer in model.layers if layer.__class__.__name__ == "BatchNormalization")
@@ -36,7 +37,7 @@ def test_default_model_shapes_softmax_and_features():
     assert (scores >= 0).all()
 
 
-@pytest.mark.parametrize("variant", ["full", "zstem", "strided", "s2", "s2full", "fold5", "fold5flat", "sides",
+@pytest.mark.parametrize("variant", ["full", "zstem", "strided", "s2", "s2full", "fold5", "fold5flat", "lite", "sides",
                                      "sides_full", "sides6"])
 def test_every_variant_builds_with_two_channels(variant):
     from architectures import view3d
@@ -89,6 +90,8 @@ def test_bad_arguments_raise_value_error():
         view3d.build(filters=(8, 16))
     with pytest.raises(ValueError, match="multiple of 5"):
         view3d.build(input_shape=(18, 113, 32, 1))
+    with pytest.raises(ValueError, match="multiple of 9 rows"):
+        view3d.build(input_shape=(16, 113, 30, 1))
 
 
 def test_save_and_reload_with_safe_mode(tmp_path):
@@ -96,7 +99,7 @@ def test_save_and_reload_with_safe_mode(tmp_path):
 
     from architectures import view3d
 
-    model = view3d.build(n_classes=4, filters=(4, 8, 8, 8))
+    model = view3d.build(n_classes=4, filters=(4, 8, 8))
     voxels = sparse_voxels(2, seed=1)
     model.save(tmp_path / "voxel.keras")
     loaded = keras.saving.load_model(tmp_path / "voxel.keras", safe_mode=True)
@@ -111,7 +114,7 @@ def test_a_few_train_steps_lower_the_loss():
     from architectures import view3d
 
     keras.utils.set_random_seed(3)
-    model = view3d.build(n_classes=4, filters=(4, 8, 8, 8), dropout=0.0)
+    model = view3d.build(n_classes=4, filters=(4, 8, 8), dropout=0.0)
     voxels = tf.constant(sparse_voxels(8, seed=2))
     labels = tf.constant(np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0, 1, 2, 3]])
     optimizer = keras.optimizers.Adam(1e-2)
