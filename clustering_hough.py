@@ -3,8 +3,9 @@
 Each side of an event is a (9 layers, 113 columns) binary image, isotropic in cell units (44 mm).
 The accumulator is scikit-image's ``hough_line`` (same angles, 1-cell distance bins, the same
 rounding and peak order; ``tests/test_clustering_hough.py`` checks the peaks against it), computed
-for every image of a batch at once by sorting the votes: no loop over events or hits, only over
-the rounds of the iteration (one track per round). :mod:`clustering_baselines` re-exports
+for blocks of images at once (one ``np.bincount`` of the votes per block of about 190 images,
+32 MB of counts): no loop over events or hits, only over those blocks and over the rounds of the
+iteration (one track per round). :mod:`clustering_baselines` re-exports
 :func:`hough_cluster`, the clusterer built on it.
 """
 
@@ -28,6 +29,7 @@ HOUGH_DEFAULTS = {"distance": 0.85, "min_votes": 3}
 RHO_OFFSET = math.ceil(math.hypot(geo.N_LAYERS, geo.N_COLUMNS))  # hough_line's distance offset, cells
 _N_RHO = 2 * RHO_OFFSET + 1
 _IMAGE = geo.N_LAYERS * geo.N_COLUMNS
+_ACCUMULATOR_BINS = 1 << 22  # accumulator bins filled at once (32 MB of counts): images go in blocks of this
 
 
 def hough_angles(n_angles: int = 180) -> np.ndarray:
@@ -63,24 +65,26 @@ def hough_peaks(group, layer, column, n_groups: int, angles) -> tuple[np.ndarray
     if len(pixel) == 0:
         return votes, angle, distance
     image, cell = np.divmod(pixel, _IMAGE)
-    per_image = _N_RHO * n_angles
-    dtype = np.int32 if n_groups * per_image < np.iinfo(np.int32).max else np.int64  # a faster sort
-    key = image.astype(dtype)[:, None] * per_image + _bin_table(angles).astype(dtype)[cell]  # (p, A)
-    key = key.ravel()
-    key.sort()
-    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    counts = np.diff(np.r_[first, len(key)])
-    bin_key = key[first].astype(np.int64)
-    owner = bin_key // per_image
-    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    most = np.maximum.reduceat(counts, starts)
-    best = np.flatnonzero(counts == np.repeat(most, np.diff(np.r_[starts, len(owner)])))
-    best = best[np.r_[True, owner[best][1:] != owner[best][:-1]]]  # the first maximum of each image
-    images = owner[starts]
-    votes[images] = most
-    local = bin_key[best] % per_image
-    angle[images] = local % n_angles
-    distance[images] = local // n_angles - RHO_OFFSET
+    table = _bin_table(angles)  # (1017, A): distance bin x A + angle index
+    low = table.min() - table.min() % n_angles  # the lowest distance bin a pixel reaches, x A
+    table = table - low
+    per_image = int(table.max()) + 1  # the (distance, angle) bins a top view can reach
+    present, rank = np.unique(image, return_inverse=True)  # the images with pixels, in order
+    block = max(1, _ACCUMULATOR_BINS // per_image)
+    bounds = np.searchsorted(rank, np.arange(0, len(present) + block, block))
+    for index, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):  # blocks of images, not events
+        first = index * block
+        n_block = min(block, len(present) - first)
+        if lo == hi or n_block <= 0:
+            continue
+        key = (rank[lo:hi] - first)[:, None] * per_image + table[cell[lo:hi]]  # (pixels, A)
+        accumulator = np.bincount(key.ravel(), minlength=n_block * per_image).reshape(n_block, per_image)
+        best = accumulator.argmax(axis=1)  # the first maximum: smallest distance, then angle
+        images = present[first:first + n_block]
+        votes[images] = accumulator[np.arange(n_block), best]
+        best += low
+        angle[images] = best % n_angles
+        distance[images] = best // n_angles - RHO_OFFSET
     return votes, angle, distance
 
 
