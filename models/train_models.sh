@@ -81,7 +81,7 @@ stream_a() {
 }
 stream_b() {
     step top_toyhaystack    $PY number_of_tracks_classification.py --view top   --data $TH --init-model runs/init/top_toyhaystack.keras $FINETUNE
-    step voxel_my_generator $PY number_of_tracks_classification3D.py --data $MG ${VOXEL_FLAGS:---epochs 2 --steps-per-epoch 400 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine}
+    step voxel_my_generator $PY number_of_tracks_classification3D.py --data $MG --variant lite ${VOXEL_FLAGS:---epochs 2 --steps-per-epoch 400 --batch-size 128 --learning-rate 2e-3 --lr-schedule cosine}
     # toyhaystack combined: its own top model, the my_generator side and front branches, trained on toyhaystack events
     wait_for side_my_generator front_my_generator
     step combined_toyhaystack $PY combined.py --data $TH --top models/top_toyhaystack.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 0 --steps-per-epoch 300 --batch-size 256
@@ -119,14 +119,14 @@ stream_r3d() {  # the voxel counter trained further (about an hour of a core), t
     # held-out 99.19 / 98.30 % against the second release's 99.42 / 98.41, so it is not shipped
     mkdir -p runs/r2
     [ -f runs/r2/voxel_my_generator.keras ] || git show "a803032:models/voxel_my_generator.keras" > runs/r2/voxel_my_generator.keras
-    step_as voxel_my_generator_r3 voxel_my_generator $PY number_of_tracks_classification3D.py --data $MG --init-model runs/r2/voxel_my_generator.keras --epochs 4 --steps-per-epoch 500 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
+    step_as voxel_my_generator_r3 voxel_my_generator $PY number_of_tracks_classification3D.py --data $MG --variant lite --init-model runs/r2/voxel_my_generator.keras --epochs 4 --steps-per-epoch 500 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
     trial combined_toyhaystack_r3 $PY combined.py --data $TH --top models/top_toyhaystack.keras --side models/side_my_generator.keras --front models/front_my_generator.keras --epochs 1 --finetune-epochs 1 --finetune-learning-rate 1e-4 --steps-per-epoch 200 --batch-size 256
 }
 stream_r4v() {  # the third-release voxel counter (git, commit 59c35fe) trained further at half the rate
     # (a trial: shipped by hand, as models/voxel_my_generator.keras, if its held-out table is better)
     mkdir -p runs/r3
     [ -f runs/r3/voxel_my_generator.keras ] || git show "59c35fe:models/voxel_my_generator.keras" > runs/r3/voxel_my_generator.keras
-    trial voxel_my_generator_r4 $PY number_of_tracks_classification3D.py --data $MG --init-model runs/r3/voxel_my_generator.keras --epochs 3 --steps-per-epoch 500 --batch-size 128 --learning-rate 5e-4 --lr-schedule cosine
+    trial voxel_my_generator_r4 $PY number_of_tracks_classification3D.py --data $MG --variant lite --init-model runs/r3/voxel_my_generator.keras --epochs 3 --steps-per-epoch 500 --batch-size 128 --learning-rate 5e-4 --lr-schedule cosine
 }
 stream_r4c() {  # the third-release combined counter (git, commit f44281c) fine-tuned end to end for longer
     # (a trial: shipped by hand if its held-out table is better)
@@ -177,7 +177,10 @@ stream_ga() {
     trial fast_wide_top_toyhaystack $PY number_of_tracks_classification.py --view top --data $TH $FAST --filters 48 64 64 --epochs 20
     trial fast_wider_top_my_generator $PY number_of_tracks_classification.py --view top --data $MG $FAST --filters 64 96 96 --epochs 24
 }
-stream_gd() {  # the sides6 voxel counter trained further at a quarter of the rate
+stream_gh() {  # a still wider toyhaystack top view (a trial, run by hand with this command in the sixth release)
+    trial fast_wider_top_toyhaystack $PY number_of_tracks_classification.py --view top --data $TH $FAST --filters 64 96 96 --epochs 24
+}
+stream_gd() {  # the sides6 voxel counter trained further at a quarter of the rate: shipped as voxel_my_generator
     trial voxel_sides6_more_my_generator $PY number_of_tracks_classification3D.py --data $MG --variant sides6 --epochs 6 --steps-per-epoch 500 --batch-size 256 --learning-rate 5e-4 --lr-schedule cosine --init-model $R/voxel_sides6_my_generator/model.keras
 }
 stream_gc() {  # the toyhaystack combined counter on the wide toyhaystack top view and the side and front branches
@@ -212,6 +215,7 @@ case ${STREAM:-} in
     gb) stream_gb ;;
     gc) stream_gc ;;
     gd) stream_gd ;;
+    gh) stream_gh ;;
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"

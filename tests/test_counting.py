@@ -79,7 +79,7 @@ def test_view_builders_shapes_and_features():
 
     for module, shape, name, n_features in ((top, (18, 113, 1), "top", 128), (side, (30, 113, 1), "side", 128),
                                             (front, (30, 18, 1), "front", 128),
-                                            (view3d, (18, 113, 30, 1), "voxels", 96)):
+                                            (view3d, (18, 113, 30, 1), "voxels", 128)):
         model = module.build(n_classes=4)
         assert tuple(model.inputs[0].shape[1:]) == shape
         assert model.layers[0].name == name
