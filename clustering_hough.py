@@ -11,6 +11,7 @@ iteration (one track per round). :mod:`clustering_baselines` re-exports
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -27,7 +28,6 @@ __all__ = ["HOUGH_DEFAULTS", "RHO_OFFSET", "hough_angles", "hough_cluster", "hou
 # min_votes {3, 4, 5}, then distance {0.8, 0.85, 0.9, 0.95}.
 HOUGH_DEFAULTS = {"distance": 0.85, "min_votes": 3}
 RHO_OFFSET = math.ceil(math.hypot(geo.N_LAYERS, geo.N_COLUMNS))  # hough_line's distance offset, cells
-_N_RHO = 2 * RHO_OFFSET + 1
 _IMAGE = geo.N_LAYERS * geo.N_COLUMNS
 _ACCUMULATOR_BINS = 1 << 22  # accumulator bins filled at once (32 MB of counts): images go in blocks of this
 
@@ -44,6 +44,18 @@ def _bin_table(angles: np.ndarray) -> np.ndarray:
     rho = col[:, None] * np.cos(angles) + row[:, None] * np.sin(angles)  # (pixels, A) cells
     bins = np.trunc(rho + np.where(rho > 0.0, 0.5, -0.5)).astype(np.int64) + RHO_OFFSET
     return bins * len(angles) + np.arange(len(angles))
+
+
+@functools.lru_cache(maxsize=8)
+def _accumulator_table(angles: tuple) -> tuple[np.ndarray, int, int]:
+    """(table, low, bins) of :func:`_bin_table` for ``angles`` (a tuple, radians), made once per angle set:
+    ``table`` (1017, A) int64 the bin minus ``low`` (the lowest distance bin any pixel reaches, x A),
+    ``bins`` the (distance, angle) bins a top view can reach."""
+    table = _bin_table(np.asarray(angles, dtype=np.float64))
+    low = int(table.min() - table.min() % len(angles))
+    table = table - low
+    table.flags.writeable = False
+    return table, low, int(table.max()) + 1
 
 
 def hough_peaks(group, layer, column, n_groups: int, angles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,18 +77,13 @@ def hough_peaks(group, layer, column, n_groups: int, angles) -> tuple[np.ndarray
     if len(pixel) == 0:
         return votes, angle, distance
     image, cell = np.divmod(pixel, _IMAGE)
-    table = _bin_table(angles)  # (1017, A): distance bin x A + angle index
-    low = table.min() - table.min() % n_angles  # the lowest distance bin a pixel reaches, x A
-    table = table - low
-    per_image = int(table.max()) + 1  # the (distance, angle) bins a top view can reach
+    table, low, per_image = _accumulator_table(tuple(angles.tolist()))  # (1017, A) bins from low
     present, rank = np.unique(image, return_inverse=True)  # the images with pixels, in order
     block = max(1, _ACCUMULATOR_BINS // per_image)
-    bounds = np.searchsorted(rank, np.arange(0, len(present) + block, block))
-    for index, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):  # blocks of images, not events
-        first = index * block
+    starts = np.arange(0, len(present), block)
+    bounds = np.searchsorted(rank, np.r_[starts, len(present)])
+    for first, lo, hi in zip(starts, bounds[:-1], bounds[1:]):  # blocks of images, not events
         n_block = min(block, len(present) - first)
-        if lo == hi or n_block <= 0:
-            continue
         key = (rank[lo:hi] - first)[:, None] * per_image + table[cell[lo:hi]]  # (pixels, A)
         accumulator = np.bincount(key.ravel(), minlength=n_block * per_image).reshape(n_block, per_image)
         best = accumulator.argmax(axis=1)  # the first maximum: smallest distance, then angle

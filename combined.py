@@ -54,15 +54,12 @@ def load_view_models(paths: dict, n_classes: int) -> dict:
     models = {}
     for view, path in paths.items():
         model = counting.load_model(path, flag=f"--{view}")
-        if f"{view}_branch" in [layer.name for layer in model.layers]:
-            if model.output_shape[-1] != n_classes:
-                raise ValueError(f"{path} predicts {model.output_shape[-1]} classes but --max-tracks is {n_classes}")
-            models[view] = model.get_layer(f"{view}_branch")
-            continue
-        if counting.model_views(model) != (view,):
-            raise ValueError(f"--{view} {path} reads the {'+'.join(counting.model_views(model))} view, not {view}")
         if model.output_shape[-1] != n_classes:
             raise ValueError(f"{path} predicts {model.output_shape[-1]} classes but --max-tracks is {n_classes}")
+        if f"{view}_branch" in [layer.name for layer in model.layers]:  # a combined counter
+            model = model.get_layer(f"{view}_branch")
+        elif counting.model_views(model) != (view,):
+            raise ValueError(f"--{view} {path} reads the {'+'.join(counting.model_views(model))} view, not {view}")
         models[view] = model
     return models
 

@@ -23,7 +23,8 @@ with 3D kernels on a 3D grid:
   view's short axis as channels; then Conv3D kernels (1, 5, 1) along the columns (strided by 2)
   and (2, 1, 3) across the foil and along z: (2, 113, 6, 45C) -> (2, 57, 6, 32) -> (2, 29, 3, 48)
   -> (2, 15, 3, 64) -> ``features`` (B, 128); 16.5 M multiply-adds per event, but many channels
-  on a small grid, which a CPU runs well (2x ``lite``'s training rate).
+  on a small grid, which a CPU runs well (training 1,147 samples/s against ``lite``'s 671 in one
+  run of ``benchmarks/bench_view3d.py`` at batch 256).
 
 Layer names: ``stem_fold_z``, ``stem_conv<j>``, ``stem_bn<j>``, ``stem_relu<j>``, ``stem_pool``;
 ``block<i>_conv<j>``, ``block<i>_bn<j>``, ``block<i>_relu<j>``, ``block<i>_pool``; then
@@ -125,7 +126,8 @@ def build(input_shape=(*geo.VOXEL_SHAPE, 1), n_classes: int = 4, *, variant: str
     """Voxel counter: (B, 18, 113, 30, C) -> (B, n_classes) softmax; input layer named "voxels".
 
     ``input_shape``: (rows, columns, z bins, C), C = 1 (hit) or 2 (hit, radius / 22 mm); the
-    ``fold*``, ``lite`` and ``sides6`` variants need a multiple of 5 z bins (``sides``, ``sides_full``: of 10), the ``sides*`` ones 18 rows. ``variant``: one of
+    ``fold*``, ``lite`` and ``sides6`` variants need a multiple of 5 z bins (``sides``,
+    ``sides_full``: of 10), the ``sides*`` ones a multiple of 9 rows. ``variant``: one of
     :data:`VARIANTS` (default ``sides6``; ``full`` is the first release's model). ``filters``:
     optional filter counts, one for the stem then one per block (default: the variant's).
     ``features`` is (B, 2 * last filters); output (B, n_classes) softmax over 1..n_classes tracks.
