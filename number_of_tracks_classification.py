@@ -22,6 +22,7 @@ import counting
 from snemo import cli
 
 VIEWS = ("top", "side", "front")
+CNN_BLOCKS = {"top": 4, "side": 4, "front": 3}  # blocks of architectures/<view>.py's CNN
 
 
 def build_parser():
@@ -32,7 +33,9 @@ def build_parser():
                         help="cnn: the view's CNN; capsnet: capsules with routing by agreement; fast: 1D "
                              "convolutions along each view, its short axis as channels (default %(default)s)")
     parser.add_argument("--filters", type=int, nargs="+", default=None, metavar="N",
-                        help="filters per block of --architecture fast (default 32 48 48)")
+                        help="filters per block: --architecture fast any number of blocks (default 32 48 48); "
+                             "cnn one count per block of the view's CNN (top and side 4, default 16 32 48 64; "
+                             "front 3, default 16 32 64)")
     counting.add_init_flag(parser)
     return parser
 
@@ -42,8 +45,12 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cli.check_args(parser, args)
-    if args.filters is not None and (args.architecture != "fast" or min(args.filters) < 1):
-        parser.error("--filters takes positive filter counts, for --architecture fast only")
+    if args.filters is not None:
+        if args.architecture == "capsnet" or min(args.filters) < 1:
+            parser.error("--filters takes positive filter counts, for --architecture fast or cnn")
+        if args.architecture == "cnn" and len(args.filters) != CNN_BLOCKS[args.view]:
+            parser.error(f"--filters: the {args.view}-view CNN has {CNN_BLOCKS[args.view]} blocks, "
+                         f"got {len(args.filters)} filter counts")
 
     def body():
         import importlib
@@ -68,8 +75,9 @@ def main(argv=None) -> int:
             options["loss_fn"] = margin_loss
         else:
             architecture = importlib.import_module(f"architectures.{args.view}")
+            sizes = {"filters": tuple(args.filters)} if args.filters else {}
             model = cli.build_in_scope(run, architecture.build, input_shape=cli.input_shape(splits.train),
-                                       n_classes=args.max_tracks)
+                                       n_classes=args.max_tracks, **sizes)
         counting.apply_init(run, model, args)
         run.open()
         cli.train_model(run, model, splits, **options)

@@ -618,9 +618,13 @@ def test_fast_architecture_trains_and_reconstruct_reads_its_combined_counter(tin
 
     top = keras.saving.load_model(tmp_path / "top" / "model.keras", safe_mode=True, compile=False)
     assert [layer.filters for layer in top.layers if layer.name.endswith("_conv")] == [8, 12]
-    with pytest.raises(SystemExit) as exit_info:  # --filters sizes the fast counter only
-        script.main(["--view", "top", "--filters", "8"] + common_flags(tiny_data, tmp_path / "cnn"))
-    assert exit_info.value.code == 2 and not (tmp_path / "cnn").exists()
+    assert script.main(["--view", "front", "--filters", "4", "6", "8"] + common_flags(tiny_data, tmp_path / "front_cnn")) == 0
+    front = keras.saving.load_model(tmp_path / "front_cnn" / "model.keras", safe_mode=True, compile=False)
+    assert [layer.filters for layer in front.layers if "_conv" in layer.name] == [4, 6, 6, 8]  # block 2 has 2 convs
+    for bad in (["--filters", "8"], ["--architecture", "capsnet", "--filters", "8"]):  # the top CNN has 4 blocks
+        with pytest.raises(SystemExit) as exit_info:
+            script.main(["--view", "top", *bad] + common_flags(tiny_data, tmp_path / "cnn"))
+        assert exit_info.value.code == 2 and not (tmp_path / "cnn").exists()
     out = tmp_path / "combined"
     assert combined_script.main([f"--{view}={tmp_path / view / 'model.keras'}" for view in ("top", "side", "front")]
                                 + ["--finetune-epochs", "1"] + common_flags(tiny_data, out)) == 0
