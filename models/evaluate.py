@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="generators to score (default models/clustering_my_generator.keras if present)")
     clustering.add_argument("--name", nargs="+", default=None, metavar="LABEL", help="one label per generator")
     clustering.add_argument("--columns", nargs="+", default=None, metavar="COLUMN",
-                            help="held-out columns (default clean realistic onesided onesided_realistic)")
+                            help="held-out columns (default clean realistic onesided onesided_realistic), or folders under DATA/my_generator")
     clustering.add_argument("--no-baselines", action="store_true",
                             help="skip DBSCAN and Hough (their scores already in clustering.json are kept)")
     calorimeter = commands.add_parser("calorimeter", parents=[tasks], help="calorimeter single- and multi-label models")
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="clusterer in front of the single-label model (default "
                                   "models/clustering_my_generator.keras if present, else hough); none: truth only")
     calorimeter.add_argument("--columns", nargs="+", default=None, metavar="COLUMN",
-                             help="held-out columns (default clean realistic onesided)")
+                             help="held-out columns (default clean realistic onesided), or folders under DATA/my_generator")
     return parser
 
 
@@ -307,7 +307,7 @@ def main(argv=None) -> int:
         if args.what == "clustering":
             import evaluate_clustering as task
 
-            columns = _columns(args.columns, task.COLUMNS)
+            columns = _columns(args.columns, task.COLUMNS, data)
             task.evaluate(data, out, generators=task.generator_list(args.generator, args.name),
                           counter_path=args.counter, columns=columns, per_count=args.events_per_count,
                           baselines=not args.no_baselines)
@@ -320,7 +320,7 @@ def main(argv=None) -> int:
             raise ValueError("--single / --multi: no calorimeter model given and none shipped in models/")
         clusterer = args.clusterer or _shipped("clustering_my_generator") or "hough"
         task.evaluate(data, out, single=single, multi=multi, clusterer=None if clusterer == "none" else clusterer,
-                      counter_path=args.counter, columns=_columns(args.columns, task.COLUMNS),
+                      counter_path=args.counter, columns=_columns(args.columns, task.COLUMNS, data),
                       per_count=args.events_per_count)
         return 0
 
@@ -329,13 +329,16 @@ def main(argv=None) -> int:
     return run_main(body)
 
 
-def _columns(given, known) -> tuple:
-    """The held-out columns to score: ``given`` (checked against ``known``) or ``known``."""
+def _columns(given, known, data) -> tuple:
+    """The held-out columns to score: ``given`` or ``known``. A given column is one of the held-out
+    columns or a folder ``DATA/my_generator/COLUMN`` (a set made with other generator flags)."""
     if given is None:
         return tuple(known)
-    unknown = [column for column in given if column not in COLUMNS["my_generator"]]
+    unknown = [column for column in given
+               if column not in COLUMNS["my_generator"] and not (Path(data) / "my_generator" / column).is_dir()]
     if unknown or len(set(given)) != len(given):
-        raise ValueError(f"--columns: choose distinct columns among {list(COLUMNS['my_generator'])}, got {given}")
+        raise ValueError(f"--columns: choose distinct columns among {list(COLUMNS['my_generator'])} or folders "
+                         f"under {Path(data) / 'my_generator'}, got {given}")
     return tuple(given)
 
 

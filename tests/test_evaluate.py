@@ -174,6 +174,27 @@ def test_calorimeter_scores_the_line_fit_alone(heldout, tmp_path):
     assert line["columns"]["clean"]["truth_clusters"]["cell_accuracy"] > 0.95
 
 
+def test_a_folder_under_the_data_is_a_column(tmp_path, capsys):
+    """--columns takes a set made with other generator flags (a folder DATA/my_generator/NAME); an
+    absent name is still refused with status 2."""
+    import evaluate
+    from my_generator import my_generator
+
+    data = tmp_path / "effects"
+    assert my_generator.main(["--events", "8", "--seed", "5", "--radius-sigma", "1", "--out",
+                              str(data / "my_generator" / "smeared"), "--quiet"]) == 0
+    out = tmp_path / "json"
+    out.mkdir()
+    assert evaluate.main(["calorimeter", "--data", str(data), "--out", str(out), "--single", "line",
+                          "--multi", "none", "--clusterer", "none", "--columns", "smeared"]) == 0
+    line = json.loads((out / "calorimeter.json").read_text())["single"]["line fit alone"]["columns"]
+    assert set(line) == {"smeared"}
+    assert 0.5 < line["smeared"]["truth_clusters"]["cell_accuracy"] <= 1.0
+    assert evaluate.main(["calorimeter", "--data", str(data), "--out", str(out), "--single", "line",
+                          "--multi", "none", "--clusterer", "none", "--columns", "missing"]) == 2
+    assert "--columns" in capsys.readouterr().err
+
+
 def test_calorimeter_scores_the_hough_lines_cells_alone(heldout, tmp_path):
     """--multi lines: no model, the cells where the event's Hough lines meet the wall ranked first; on
     clean toy events they are the tracks' cells for most events."""
