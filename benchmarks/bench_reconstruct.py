@@ -167,6 +167,9 @@ def main(argv=None) -> int:
     parser.add_argument("--counter", default=None, metavar="MODEL.keras|NAME",
                         help="reconstruct.py --counter of every run (default: reconstruct.py's, the shipped "
                              "combined counter), e.g. an older release's file to compare")
+    parser.add_argument("--calo-single", default=None, metavar="MODEL.keras",
+                        help="reconstruct.py --calo-single of the chain runs (default: reconstruct.py's, the "
+                             "shipped single-label calorimeter model), e.g. a smaller one to compare")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file (default %(default)s)")
     args = parser.parse_args(argv)
     if min(args.events) < len(TRACK_COUNTS) or min(args.batch_sizes) < 1 or args.chunk_size < 1:
@@ -182,6 +185,8 @@ def main(argv=None) -> int:
         for mode in args.modes:
             flags, note = mode_flags(mode, offered)
             flags = flags + (["--counter", args.counter] if args.counter else [])
+            if mode == "chain" and args.calo_single:
+                flags = flags + ["--calo-single", args.calo_single]
             if note:
                 notes[mode] = note
             for batch_size in args.batch_sizes:

@@ -202,6 +202,20 @@ stream_hb() {
     [ -f runs/r3/side_my_generator.keras ] || git show "5d77d44:models/side_my_generator.keras" > runs/r3/side_my_generator.keras
     trial side_more_my_generator $PY number_of_tracks_classification.py --view side --data $MG --init-model runs/r3/side_my_generator.keras --epochs 6 --steps-per-epoch 500 --batch-size 256 --learning-rate 3e-4 --lr-schedule cosine
 }
+r6_init() {  # the sixth-release files (commit 5d77d44) the seventh-release trials start from
+    mkdir -p runs/r6
+    for name in voxel_my_generator top_my_generator; do
+        [ -f runs/r6/$name.keras ] || git show "5d77d44:models/$name.keras" > runs/r6/$name.keras
+    done
+}
+stream_hc() {  # the sixth-release voxel counter 6 epochs more at half its last rate
+    r6_init
+    trial voxel_sides6_more2_my_generator $PY number_of_tracks_classification3D.py --data $MG --variant sides6 --epochs 6 --steps-per-epoch 500 --batch-size 256 --learning-rate 2.5e-4 --lr-schedule cosine --init-model runs/r6/voxel_my_generator.keras
+}
+stream_hd() {  # the sixth-release my_generator top counter 8 epochs more at a quarter of its rate
+    r6_init
+    trial fast_wider_top_more_my_generator $PY number_of_tracks_classification.py --view top --data $MG $FAST --filters 64 96 96 --epochs 8 --learning-rate 5e-4 --init-model runs/r6/top_my_generator.keras
+}
 # The clean first-release counters the fine-tuning starts from (git history keeps them).
 mkdir -p runs/init
 for name in top_my_generator side_my_generator front_my_generator top_toyhaystack; do
@@ -229,6 +243,8 @@ case ${STREAM:-} in
     gh) stream_gh ;;
     ha) stream_ha ;;  # seventh release: STREAM=ha ... & STREAM=hb ... &
     hb) stream_hb ;;
+    hc) stream_hc ;;  # then: STREAM=hc ... & STREAM=hd ... &
+    hd) stream_hd ;;
     *) stream_a; stream_b ;;
 esac
 echo "=== done $(date -u +%H:%M:%S)"

@@ -11,6 +11,7 @@
 # models/calorimeter_single_my_generator.keras.
 #   STREAM=c nohup bash models/train_task_models.sh > runs/models/c.log 2>&1 &
 # STREAM=c2: the third, the line fitted to the drift circles (ships it the same way).
+# STREAM=c6: the fourth with half the filters (a trial, for the chain's speed).
 # STREAM=c5: the fourth (shipped): the line's grid cell in its features, --line-skip starting from it.
 # STREAM=w: the multi-label model on the wall view (shipped by hand if its held-out scores are worth it).
 # STREAM=g2: the shipped GAN trained further (a copy of its run folder resumed to 9 epochs).
@@ -116,6 +117,14 @@ calorimeter_single_prior() {
         --head factorised --epochs 4 --steps-per-epoch 400 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
     cp "$R/calorimeter_single_prior_my_generator/model.keras" models/calorimeter_single_my_generator.keras  # shipped
 }
+# Seventh: the sixth with half the filters (about a quarter of the multiply-adds), for the chain's
+# speed: the model follows its line's cell to 0.1-0.3 point, so the wide views buy little (a trial,
+# shipped by hand if its held-out table matches the sixth's).
+calorimeter_single_small() {
+    step calorimeter_single_small_my_generator $PY associated_calorimeter.py --mode single --data $MG --max-events 200000 \
+        --views top front --z-channel --radius-channel --line-input --line-skip --filters 16 32 --squeeze 16 --units 128 \
+        --head factorised --epochs 4 --steps-per-epoch 400 --batch-size 128 --learning-rate 1e-3 --lr-schedule cosine
+}
 # The shipped wall-view multi-label model (git, commit 5aac938) trained further: its validation was
 # still rising at the end of its 4 epochs (a trial until its held-out table says otherwise).
 calorimeter_wall_more() {
@@ -173,6 +182,7 @@ case ${STREAM:-} in
     n5) clustering_noadv_more ;;
     c) calorimeter_single_z ;;
     w2) calorimeter_wall_more ;;
+    c6) calorimeter_single_small ;;
     c5) calorimeter_single_prior ;;
     c4) calorimeter_single_foil ;;
     c3) calorimeter_single_skip ;;
