@@ -11,7 +11,7 @@
 # models/calorimeter_single_my_generator.keras.
 #   STREAM=c nohup bash models/train_task_models.sh > runs/models/c.log 2>&1 &
 # STREAM=c2: the third, the line fitted to the drift circles (ships it the same way).
-# STREAM=c6: the fourth with half the filters (a trial, for the chain's speed).
+# STREAM=c6: the fourth with half the filters, for the chain's speed (shipped by hand, models/README.md).
 # STREAM=c5: the fourth (shipped): the line's grid cell in its features, --line-skip starting from it.
 # STREAM=w: the multi-label model on the wall view (shipped by hand if its held-out scores are worth it).
 # STREAM=g2: the shipped GAN trained further (a copy of its run folder resumed to 9 epochs).
@@ -118,8 +118,8 @@ calorimeter_single_prior() {
     cp "$R/calorimeter_single_prior_my_generator/model.keras" models/calorimeter_single_my_generator.keras  # shipped
 }
 # Seventh: the sixth with half the filters (about a quarter of the multiply-adds), for the chain's
-# speed: the model follows its line's cell to 0.1-0.3 point, so the wide views buy little (a trial,
-# shipped by hand if its held-out table matches the sixth's).
+# speed: the model follows its line's cell to 0.1-0.3 point, so the wide views buy little (shipped
+# by hand as models/calorimeter_single_my_generator.keras: its held-out table matches the sixth's).
 calorimeter_single_small() {
     step calorimeter_single_small_my_generator $PY associated_calorimeter.py --mode single --data $MG --max-events 200000 \
         --views top front --z-channel --radius-channel --line-input --line-skip --filters 16 32 --squeeze 16 --units 128 \
