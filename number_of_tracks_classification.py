@@ -22,7 +22,15 @@ import counting
 from snemo import cli
 
 VIEWS = ("top", "side", "front")
-CNN_BLOCKS = {"top": 4, "side": 4, "front": 3}  # blocks of architectures/<view>.py's CNN
+
+
+def cnn_default_filters(view: str) -> tuple:
+    """The default ``filters`` of ``architectures.<view>.build``: one count per block of the view's CNN."""
+    import importlib
+    import inspect
+
+    build = importlib.import_module(f"architectures.{view}").build
+    return tuple(inspect.signature(build).parameters["filters"].default)
 
 
 def build_parser():
@@ -48,9 +56,9 @@ def main(argv=None) -> int:
     if args.filters is not None:
         if args.architecture == "capsnet" or min(args.filters) < 1:
             parser.error("--filters takes positive filter counts, for --architecture fast or cnn")
-        if args.architecture == "cnn" and len(args.filters) != CNN_BLOCKS[args.view]:
-            parser.error(f"--filters: the {args.view}-view CNN has {CNN_BLOCKS[args.view]} blocks, "
-                         f"got {len(args.filters)} filter counts")
+        blocks = len(cnn_default_filters(args.view))
+        if args.architecture == "cnn" and len(args.filters) != blocks:
+            parser.error(f"--filters: the {args.view}-view CNN has {blocks} blocks, got {len(args.filters)} filter counts")
 
     def body():
         import importlib

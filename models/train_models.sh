@@ -197,16 +197,15 @@ stream_gb() {  # the voxel counter on the (2 sides, 113 columns, 6 z slabs) grid
 stream_ha() {
     trial front_wide_my_generator $PY number_of_tracks_classification.py --view front --data $MG --filters 32 64 128 --epochs 12 --steps-per-epoch 500 --batch-size 256 --learning-rate 2e-3 --lr-schedule cosine
 }
-stream_hb() {
-    mkdir -p runs/r3
-    [ -f runs/r3/side_my_generator.keras ] || git show "5d77d44:models/side_my_generator.keras" > runs/r3/side_my_generator.keras
-    trial side_more_my_generator $PY number_of_tracks_classification.py --view side --data $MG --init-model runs/r3/side_my_generator.keras --epochs 6 --steps-per-epoch 500 --batch-size 256 --learning-rate 3e-4 --lr-schedule cosine
-}
 r6_init() {  # the sixth-release files (commit 5d77d44) the seventh-release trials start from
     mkdir -p runs/r6
-    for name in voxel_my_generator top_my_generator; do
+    for name in side_my_generator voxel_my_generator top_my_generator; do
         [ -f runs/r6/$name.keras ] || git show "5d77d44:models/$name.keras" > runs/r6/$name.keras
     done
+}
+stream_hb() {  # the side counter of the sixth release (the third-release file) 6 epochs more
+    r6_init
+    trial side_more_my_generator $PY number_of_tracks_classification.py --view side --data $MG --init-model runs/r6/side_my_generator.keras --epochs 6 --steps-per-epoch 500 --batch-size 256 --learning-rate 3e-4 --lr-schedule cosine
 }
 stream_hc() {  # the sixth-release voxel counter 6 epochs more at half its last rate
     r6_init
